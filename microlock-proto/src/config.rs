@@ -1,0 +1,370 @@
+//! What a lock is configured with, validated once at construction.
+//!
+//! Every value that reaches the wire ([`Key`], [`NodeId`], [`Endpoint`]) is checked here, so
+//! the machine never has to guess what a caller meant and never builds a request etcd would
+//! misread.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::encode::percent_encode;
+use crate::Error;
+
+/// Longest key accepted, in bytes (after removing the optional leading `/`).
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+/// Longest node id accepted, in bytes.
+pub const MAX_NODE_ID_BYTES: usize = 16 * 1024;
+/// Longest TTL accepted: `u32::MAX` seconds (about 136 years); etcd multiplies the TTL by
+/// `time.Second` in a signed 64-bit nanosecond count, so far larger values would overflow there.
+pub const MAX_TTL: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// A validated lock key: the etcd v2 key the lock lives at.
+///
+/// `/foo` and `foo` are the same key (as in node-etcd, which microlock for Node.js uses); `/`
+/// separates directories. Rejected: the empty key, `/` alone, empty segments (`a//b`, `a/`),
+/// `.` and `..` segments (etcd's HTTP mux redirects such paths instead of serving them), ASCII
+/// control characters (NUL included), and keys longer than [`MAX_KEY_BYTES`].
+///
+/// ```
+/// use microlock_proto::Key;
+/// let key = Key::new("/locks/a b")?;
+/// assert_eq!(key.as_str(), "locks/a b");
+/// assert_eq!(key, Key::new("locks/a b")?);
+/// assert!(Key::new("a//b").is_err());
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    key: String,
+    /// `/v2/keys/` followed by each segment percent-encoded and joined with `/`.
+    path: String,
+}
+
+impl Key {
+    /// Validates `key`; see the type's documentation for the rules.
+    pub fn new(key: &str) -> Result<Key, Error> {
+        let invalid = |reason: &'static str| Error::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        };
+        let trimmed = key.strip_prefix('/').unwrap_or(key);
+        if key.is_empty() {
+            return Err(invalid("the key is empty"));
+        }
+        if trimmed.is_empty() {
+            return Err(invalid("the key is the root directory `/`, which etcd keeps read-only"));
+        }
+        if trimmed.len() > MAX_KEY_BYTES {
+            return Err(invalid("the key is longer than 16 KiB"));
+        }
+        if trimmed.chars().any(|c| c.is_ascii_control()) {
+            return Err(invalid("the key contains an ASCII control character"));
+        }
+        let mut path = String::from("/v2/keys");
+        for segment in trimmed.split('/') {
+            match segment {
+                "" => return Err(invalid("the key has an empty segment (`//` or a trailing `/`)")),
+                "." | ".." => return Err(invalid("the key has a `.` or `..` segment")),
+                _ => {
+                    path.push('/');
+                    path.push_str(&percent_encode(segment));
+                }
+            }
+        }
+        Ok(Key {
+            key: trimmed.to_owned(),
+            path,
+        })
+    }
+
+    /// The key without a leading `/`, exactly as the caller wrote it otherwise.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// The key as etcd names it in responses: with a leading `/`.
+    pub fn etcd_key(&self) -> String {
+        format!("/{}", self.key)
+    }
+
+    /// The request path for this key: `/v2/keys/` + percent-encoded segments.
+    ///
+    /// ```
+    /// # use microlock_proto::Key;
+    /// assert_eq!(Key::new("a b/é?")?.path(), "/v2/keys/a%20b/%C3%A9%3F");
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.key, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+/// A validated node id: the value this node writes into the lock key.
+///
+/// Any non-empty UTF-8 text up to [`MAX_NODE_ID_BYTES`] without ASCII control characters; it is
+/// always percent-encoded on the wire, so `&`, `=`, `+`, `%` and spaces are stored verbatim.
+///
+/// ```
+/// use microlock_proto::NodeId;
+/// assert_eq!(NodeId::new("worker 1&x=y")?.as_str(), "worker 1&x=y");
+/// assert!(NodeId::new("").is_err());
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Validates `node_id`.
+    pub fn new(node_id: &str) -> Result<NodeId, Error> {
+        let invalid = |reason: &'static str| Error::InvalidNodeId {
+            node_id: node_id.to_owned(),
+            reason,
+        };
+        if node_id.is_empty() {
+            return Err(invalid("the node id is empty"));
+        }
+        if node_id.len() > MAX_NODE_ID_BYTES {
+            return Err(invalid("the node id is longer than 16 KiB"));
+        }
+        if node_id.chars().any(|c| c.is_ascii_control()) {
+            return Err(invalid("the node id contains an ASCII control character"));
+        }
+        Ok(NodeId(node_id.to_owned()))
+    }
+
+    /// The node id as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Converts a lease duration into etcd's whole seconds, rounding a fraction **up**
+/// (1.2 s → 2 s), so the lock is never shorter than asked.
+///
+/// ```
+/// use std::time::Duration;
+/// use microlock_proto::ttl_seconds;
+/// assert_eq!(ttl_seconds(Duration::from_millis(1200))?, 2);
+/// assert!(ttl_seconds(Duration::from_millis(999)).is_err());
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+pub fn ttl_seconds(ttl: Duration) -> Result<u64, Error> {
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::InvalidTtl {
+            ttl,
+            reason: "the TTL is shorter than etcd's one-second resolution",
+        });
+    }
+    if ttl > MAX_TTL {
+        return Err(Error::InvalidTtl {
+            ttl,
+            reason: "the TTL is longer than u32::MAX seconds",
+        });
+    }
+    Ok(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+}
+
+/// One etcd client URL: `http://host:port` (an optional trailing `/` is allowed).
+///
+/// Only plain `http` is supported: the adapters carry no TLS stack.
+///
+/// ```
+/// use microlock_proto::Endpoint;
+/// let e = Endpoint::parse("http://127.0.0.1:2379/")?;
+/// assert_eq!(e.as_str(), "http://127.0.0.1:2379");
+/// assert!(Endpoint::parse("https://etcd:2379").is_err());
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    base: String,
+}
+
+impl Endpoint {
+    /// Parses and validates a client URL.
+    pub fn parse(url: &str) -> Result<Endpoint, Error> {
+        let invalid = |reason: &'static str| Error::InvalidEndpoint {
+            endpoint: url.to_owned(),
+            reason,
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| invalid("not a valid URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(invalid("https is not supported (no TLS in the adapters)")),
+            _ => return Err(invalid("the URL must start with http://")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| invalid("the URL has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("credentials in the URL are not supported"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(invalid("the URL must not have a path or query"));
+        }
+        Ok(Endpoint {
+            base: format!("http://{authority}"),
+        })
+    }
+
+    /// `http://host:port`, without a trailing `/`.
+    pub fn as_str(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Default for Endpoint {
+    /// `http://127.0.0.1:2379`, etcd's default client URL.
+    fn default() -> Endpoint {
+        Endpoint {
+            base: "http://127.0.0.1:2379".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.base, f)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.base)
+    }
+}
+
+/// The configuration of one lock.
+///
+/// ```
+/// use std::time::Duration;
+/// use microlock_proto::{Config, Endpoint};
+/// let config = Config::new("foo", "node-1", Duration::from_secs(5))?
+///     .with_endpoints(vec![Endpoint::parse("http://127.0.0.1:2379")?])?
+///     .with_request_timeout(Duration::from_secs(2));
+/// assert_eq!(config.ttl_secs(), 5);
+/// assert_eq!(config.safety_margin(), Duration::from_millis(500));
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    key: Key,
+    node_id: NodeId,
+    ttl_secs: u64,
+    endpoints: Vec<Endpoint>,
+    request_timeout: Duration,
+    safety_margin: Option<Duration>,
+    watch_retry_min: Duration,
+    watch_retry_max: Duration,
+}
+
+impl Config {
+    /// A lock on `key` for `node_id` with a lease of `ttl` (rounded up to whole seconds), at
+    /// etcd's default endpoint `http://127.0.0.1:2379`, with a 5 s request timeout.
+    pub fn new(key: &str, node_id: &str, ttl: Duration) -> Result<Config, Error> {
+        Ok(Config {
+            key: Key::new(key)?,
+            node_id: NodeId::new(node_id)?,
+            ttl_secs: ttl_seconds(ttl)?,
+            endpoints: vec![Endpoint::default()],
+            request_timeout: Duration::from_secs(5),
+            safety_margin: None,
+            watch_retry_min: Duration::from_millis(50),
+            watch_retry_max: Duration::from_secs(2),
+        })
+    }
+
+    /// The etcd members to talk to. Requests go to the first; after a transport failure or a
+    /// timeout the next request goes to the next one. At least one is required.
+    pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Result<Config, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "at least one endpoint is required",
+            });
+        }
+        self.endpoints = endpoints;
+        Ok(self)
+    }
+
+    /// How long a lock, unlock, renew or read may take before it fails with
+    /// [`Error::Timeout`] (a watch has no deadline). Zero is raised to 1 ms.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Config {
+        self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How much earlier than `send time + TTL` this node stops believing it holds the lock
+    /// (see [`Fence::valid_until`](crate::Fence::valid_until)). Covers clock-rate drift between
+    /// this process and etcd's leader. Default: a tenth of the TTL. Capped at the TTL.
+    pub fn with_safety_margin(mut self, margin: Duration) -> Config {
+        self.safety_margin = Some(margin.min(self.ttl()));
+        self
+    }
+
+    /// The lock key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The lease in whole seconds, as sent to etcd.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+
+    /// The lease as a [`Duration`].
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+
+    /// The etcd members.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The per-request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The safety margin subtracted from the lease for the local validity deadline.
+    pub fn safety_margin(&self) -> Duration {
+        self.safety_margin.unwrap_or(self.ttl() / 10)
+    }
+
+    /// The first and the largest delay before a failed watch is retried (doubling between).
+    pub fn watch_retry(&self) -> (Duration, Duration) {
+        (self.watch_retry_min, self.watch_retry_max)
+    }
+}

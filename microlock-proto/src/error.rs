@@ -1,0 +1,105 @@
+//! The one error type of every microlock crate.
+
+use std::time::Duration;
+
+/// Everything that can go wrong, each cause its own variant.
+///
+/// Contention ([`AlreadyLocked`](Error::AlreadyLocked)) and ownership
+/// ([`LockNotOwned`](Error::LockNotOwned)) are answers *from etcd*; they are never produced by a
+/// failure to reach it, which is [`Transport`](Error::Transport) or
+/// [`Timeout`](Error::Timeout).
+///
+/// ```
+/// use microlock_proto::Error;
+/// fn retryable(e: &Error) -> bool {
+///     matches!(e, Error::Transport { .. } | Error::Timeout { .. })
+/// }
+/// assert!(!retryable(&Error::AlreadyLocked { key: "foo".into(), index: 7 }));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// etcd refused the lock because the key exists: another node (or this one, earlier)
+    /// holds it. `index` is etcd's index when it refused.
+    #[error("lock {key:?} is already held")]
+    AlreadyLocked {
+        /// The lock key.
+        key: String,
+        /// etcd's index at the time of the refusal.
+        index: u64,
+    },
+    /// The key is not held by this node id (held by another, or by nobody).
+    #[error("lock {key:?} is not held by this node")]
+    LockNotOwned {
+        /// The lock key.
+        key: String,
+    },
+    /// Any other error answered by etcd, with etcd's own error code.
+    #[error("etcd error {code}: {message} (HTTP {status})")]
+    Etcd {
+        /// etcd's `errorCode` (e.g. 300 "Raft Internal Error").
+        code: u64,
+        /// etcd's `message`.
+        message: String,
+        /// etcd's `cause`, when given.
+        cause: Option<String>,
+        /// etcd's `index`, when given.
+        index: Option<u64>,
+        /// The HTTP status etcd answered with.
+        status: u16,
+    },
+    /// etcd could not be reached or the connection failed before a full response arrived.
+    #[error("transport failure talking to etcd: {reason}")]
+    Transport {
+        /// What the HTTP client reported.
+        reason: String,
+    },
+    /// etcd (or something in between) answered something this library cannot interpret:
+    /// a non-JSON or truncated body, wrong field types, an oversized body, an unexpected status.
+    #[error("malformed or unexpected response from etcd: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+    /// No complete response arrived within the request timeout.
+    #[error("no response from etcd within {after:?}")]
+    Timeout {
+        /// The request timeout that elapsed.
+        after: Duration,
+    },
+    /// The lock key is not acceptable; see [`Key`](crate::Key).
+    #[error("invalid lock key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The node id is not acceptable; see [`NodeId`](crate::NodeId).
+    #[error("invalid node id {node_id:?}: {reason}")]
+    InvalidNodeId {
+        /// The node id as given.
+        node_id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The TTL is not acceptable; see [`ttl_seconds`](crate::ttl_seconds).
+    #[error("invalid TTL {ttl:?}: {reason}")]
+    InvalidTtl {
+        /// The TTL as given.
+        ttl: Duration,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// An etcd endpoint URL is not acceptable; see [`Endpoint`](crate::Endpoint).
+    #[error("invalid etcd endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The URL as given.
+        endpoint: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The lock was destroyed before the operation completed.
+    #[error("the lock client was destroyed")]
+    Destroyed,
+}

@@ -1,0 +1,89 @@
+//! What the machine tells its user: lock-state events and operation completions.
+
+use std::time::Instant;
+
+use crate::Error;
+
+/// A change of the lock key seen by the watch (node agnostic, like microlock's `locked` /
+/// `unlocked` events). Only delivered while the lock is being watched
+/// ([`Lock::set_watching`](crate::Lock::set_watching)).
+///
+/// A renew (a TTL refresh) changes nothing anyone else can observe and produces no event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The key was taken (`create`, `set`, `update` or `compareAndSwap` in etcd's words).
+    Locked {
+        /// The node id now stored in the key.
+        holder: String,
+        /// The holder's fencing token (the key's `createdIndex`).
+        token: u64,
+    },
+    /// The key was released: deleted (`delete`, `compareAndDelete`) or its TTL ran out
+    /// (`expire`).
+    Unlocked {
+        /// The node id that held it, when etcd said.
+        previous_holder: Option<String>,
+        /// `true` when the lease ran out rather than being released.
+        expired: bool,
+    },
+}
+
+/// Proof of holding the lock, returned by a successful lock or renew.
+///
+/// ```
+/// # use microlock_proto::Fence;
+/// fn write_fenced(fence: &Fence, highest_seen: &mut u64) -> bool {
+///     // A protected resource accepts a write only with a token at least the highest seen.
+///     if fence.token() < *highest_seen { return false; }
+///     *highest_seen = fence.token();
+///     true
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub(crate) token: u64,
+    pub(crate) valid_until: Instant,
+}
+
+impl Fence {
+    /// The fencing token: the lock key's etcd `createdIndex`. etcd's index is one
+    /// cluster-wide counter that only grows, so every later holder of the key gets a larger
+    /// token; a protected resource that remembers the largest token it accepted can refuse a
+    /// stale holder's writes.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The local validity deadline: when the request that took or renewed the lock was sent,
+    /// plus the TTL, minus the configured safety margin. Past it, etcd may have expired the
+    /// key and another node may hold it.
+    pub fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+}
+
+/// Identifies one command (lock, unlock, renew) from issue to completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub(crate) u64);
+
+/// What a successful command produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// `lock` took the key.
+    Locked(Fence),
+    /// `renew` refreshed the lease.
+    Renewed(Fence),
+    /// `unlock` released the key.
+    Unlocked,
+}
+
+/// The end of a command: which one, and its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The command's id, as returned when it was issued.
+    pub op: OpId,
+    /// Its result.
+    pub result: Result<Outcome, Error>,
+}

@@ -1,0 +1,284 @@
+//! etcd v2 on the wire: the requests a lock sends and the shapes of etcd's answers.
+//!
+//! Everything about URLs, query parameters, form bodies, status codes and JSON lives here and
+//! nowhere else; the machine speaks in [`Reply`] values.
+
+use http::{header, Method, Request, Response};
+use serde::Deserialize;
+
+use crate::config::{Config, Endpoint};
+use crate::encode::percent_encode;
+use crate::Error;
+
+/// The largest response body accepted, in bytes. An adapter reads at most one byte more and
+/// hands over what it read; anything larger is a [`Error::Protocol`] error.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// The media type etcd requires for form bodies (without it etcd ignores the body).
+const FORM: &str = "application/x-www-form-urlencoded";
+
+fn request(
+    method: Method,
+    endpoint: &Endpoint,
+    config: &Config,
+    query: &str,
+    form: Option<String>,
+) -> Request<Vec<u8>> {
+    let uri = format!("{}{}?{}", endpoint.as_str(), config.key().path(), query);
+    let builder = Request::builder().method(method).uri(uri);
+    let built = match form {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, FORM)
+            .body(body.into_bytes()),
+        None => builder.body(Vec::new()),
+    };
+    // Every part was validated at construction (Endpoint, Key) or percent-encoded here.
+    built.expect("validated parts always form a valid request")
+}
+
+/// `PUT /v2/keys/K?prevExist=false` with `value=ID&ttl=T`: create the key only if absent.
+pub(crate) fn lock(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    let body = format!(
+        "value={}&ttl={}",
+        percent_encode(config.node_id().as_str()),
+        config.ttl_secs()
+    );
+    request(Method::PUT, endpoint, config, "prevExist=false", Some(body))
+}
+
+/// `DELETE /v2/keys/K?prevValue=ID`: delete only if this node holds it (the condition must be
+/// in the query string: etcd ignores a DELETE's body).
+pub(crate) fn unlock(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    let query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+    request(Method::DELETE, endpoint, config, &query, None)
+}
+
+/// `PUT /v2/keys/K?prevValue=ID` with `refresh=true&ttl=T`: extend the lease only if this node
+/// holds it; value and createdIndex are kept, watchers are not notified.
+pub(crate) fn renew(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    let query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+    let body = format!("refresh=true&ttl={}", config.ttl_secs());
+    request(Method::PUT, endpoint, config, &query, Some(body))
+}
+
+/// `GET /v2/keys/K?quorum=true`: a linearizable read.
+pub(crate) fn read(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    request(Method::GET, endpoint, config, "quorum=true", None)
+}
+
+/// `GET /v2/keys/K?wait=true&waitIndex=N`: a long poll for the first event at index ≥ N.
+pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Request<Vec<u8>> {
+    let query = format!("wait=true&waitIndex={wait_index}");
+    request(Method::GET, endpoint, config, &query, None)
+}
+
+/// A node as etcd describes it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub key: Option<String>,
+    pub value: Option<String>,
+    #[serde(rename = "createdIndex")]
+    pub created_index: Option<u64>,
+    #[serde(rename = "modifiedIndex")]
+    pub modified_index: Option<u64>,
+    #[serde(default)]
+    pub dir: bool,
+}
+
+/// A successful answer or a watch event.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(crate) struct Action {
+    pub action: String,
+    pub node: Option<Node>,
+    #[serde(rename = "prevNode")]
+    pub prev_node: Option<Node>,
+}
+
+/// etcd's error body.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(crate) struct EtcdError {
+    #[serde(rename = "errorCode")]
+    pub code: u64,
+    pub message: String,
+    pub cause: Option<String>,
+    pub index: Option<u64>,
+}
+
+/// etcd's error codes that a lock acts on (etcdserver/api/v2error).
+pub(crate) mod code {
+    pub const KEY_NOT_FOUND: u64 = 100;
+    pub const TEST_FAILED: u64 = 101;
+    pub const NODE_EXIST: u64 = 105;
+    pub const EVENT_INDEX_CLEARED: u64 = 401;
+}
+
+/// A response, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// A 2xx answer with an action body. `etcd_index` is the `X-Etcd-Index` header.
+    Action {
+        action: Action,
+        etcd_index: Option<u64>,
+    },
+    /// A 200 with an empty body: how a watch ends when the member shuts it down.
+    Empty,
+    /// An etcd error body with its HTTP status.
+    Error {
+        status: u16,
+        error: EtcdError,
+        etcd_index: Option<u64>,
+    },
+}
+
+impl Reply {
+    /// The error for an etcd answer that no rule of the caller's maps to something better.
+    pub(crate) fn into_error(self, what: &str) -> Error {
+        match self {
+            Reply::Error { status, error, .. } => Error::Etcd {
+                code: error.code,
+                message: error.message,
+                cause: error.cause,
+                index: error.index,
+                status,
+            },
+            Reply::Action { action, .. } => Error::Protocol {
+                reason: format!("unexpected action {:?} in answer to {what}", action.action),
+            },
+            Reply::Empty => Error::Protocol {
+                reason: format!("empty body in answer to {what}"),
+            },
+        }
+    }
+}
+
+fn snippet(body: &[u8]) -> String {
+    const SHOWN: usize = 120;
+    let shown = &body[..body.len().min(SHOWN)];
+    let mut s = String::from_utf8_lossy(shown).into_owned();
+    if body.len() > SHOWN {
+        s.push('…');
+    }
+    s
+}
+
+/// Reads a response into a [`Reply`]; anything etcd would not send is [`Error::Protocol`].
+pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
+    let status = response.status().as_u16();
+    let body = response.body();
+    if body.len() > MAX_RESPONSE_BYTES {
+        return Err(Error::Protocol {
+            reason: format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
+        });
+    }
+    let etcd_index = match response.headers().get("x-etcd-index") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| Error::Protocol {
+                    reason: format!("X-Etcd-Index header is not a number: {v:?}"),
+                })?,
+        ),
+    };
+    match status {
+        200..=299 => {
+            if body.iter().all(|b| b.is_ascii_whitespace()) {
+                return Ok(Reply::Empty);
+            }
+            let action: Action = serde_json::from_slice(body).map_err(|e| Error::Protocol {
+                reason: format!("HTTP {status} with an unreadable body ({e}): {}", snippet(body)),
+            })?;
+            Ok(Reply::Action { action, etcd_index })
+        }
+        400..=599 => {
+            let error: EtcdError = serde_json::from_slice(body).map_err(|_| Error::Protocol {
+                reason: format!("HTTP {status} without an etcd error body: {}", snippet(body)),
+            })?;
+            Ok(Reply::Error {
+                status,
+                error,
+                etcd_index,
+            })
+        }
+        _ => Err(Error::Protocol {
+            reason: format!("unexpected HTTP status {status}: {}", snippet(body)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(key: &str, id: &str) -> Config {
+        Config::new(key, id, Duration::from_millis(4500)).unwrap()
+    }
+
+    fn body(r: &Request<Vec<u8>>) -> &str {
+        std::str::from_utf8(r.body()).unwrap()
+    }
+
+    #[test]
+    fn lock_request() {
+        let r = lock(&Endpoint::default(), &config("/a b/c", "n&ttl=1"));
+        assert_eq!(r.method(), Method::PUT);
+        assert_eq!(
+            r.uri(),
+            "http://127.0.0.1:2379/v2/keys/a%20b/c?prevExist=false"
+        );
+        assert_eq!(body(&r), "value=n%26ttl%3D1&ttl=5");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], FORM);
+    }
+
+    #[test]
+    fn unlock_request_has_condition_in_query_and_no_body() {
+        let r = unlock(&Endpoint::default(), &config("k", "a+b"));
+        assert_eq!(r.method(), Method::DELETE);
+        assert_eq!(r.uri().query(), Some("prevValue=a%2Bb"));
+        assert!(r.body().is_empty());
+    }
+
+    #[test]
+    fn renew_request() {
+        let r = renew(&Endpoint::default(), &config("k", "x"));
+        assert_eq!(r.method(), Method::PUT);
+        assert_eq!(r.uri().query(), Some("prevValue=x"));
+        assert_eq!(body(&r), "refresh=true&ttl=5");
+    }
+
+    #[test]
+    fn read_and_watch_requests() {
+        let c = config("k", "x");
+        assert_eq!(read(&Endpoint::default(), &c).uri().query(), Some("quorum=true"));
+        assert_eq!(
+            watch(&Endpoint::default(), &c, 42).uri().query(),
+            Some("wait=true&waitIndex=42")
+        );
+    }
+
+    fn response(status: u16, index: Option<&str>, body: &str) -> Response<Vec<u8>> {
+        let mut b = Response::builder().status(status);
+        if let Some(i) = index {
+            b = b.header("X-Etcd-Index", i);
+        }
+        b.body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn parse_shapes() {
+        assert_eq!(parse(&response(200, None, "")).unwrap(), Reply::Empty);
+        match parse(&response(412, Some("9"), r#"{"errorCode":105,"message":"Key already exists","cause":"/k","index":9}"#)).unwrap() {
+            Reply::Error { status: 412, error, etcd_index: Some(9) } => assert_eq!(error.code, 105),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&response(200, Some("x"), "{}")), Err(Error::Protocol { .. })));
+        assert!(matches!(parse(&response(200, None, "{\"action\":")), Err(Error::Protocol { .. })));
+        assert!(matches!(parse(&response(200, None, "{\"action\":7}")), Err(Error::Protocol { .. })));
+        assert!(matches!(parse(&response(502, None, "<html>bad gateway</html>")), Err(Error::Protocol { .. })));
+        assert!(matches!(parse(&response(301, None, "")), Err(Error::Protocol { .. })));
+        let huge = "x".repeat(MAX_RESPONSE_BYTES + 1);
+        assert!(matches!(parse(&response(200, None, &huge)), Err(Error::Protocol { .. })));
+    }
+}
