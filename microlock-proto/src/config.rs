@@ -52,7 +52,9 @@ impl Key {
             return Err(invalid("the key is empty"));
         }
         if trimmed.is_empty() {
-            return Err(invalid("the key is the root directory `/`, which etcd keeps read-only"));
+            return Err(invalid(
+                "the key is the root directory `/`, which etcd keeps read-only",
+            ));
         }
         if trimmed.len() > MAX_KEY_BYTES {
             return Err(invalid("the key is longer than 16 KiB"));
@@ -63,7 +65,11 @@ impl Key {
         let mut path = String::from("/v2/keys");
         for segment in trimmed.split('/') {
             match segment {
-                "" => return Err(invalid("the key has an empty segment (`//` or a trailing `/`)")),
+                "" => {
+                    return Err(invalid(
+                        "the key has an empty segment (`//` or a trailing `/`)",
+                    ))
+                }
                 "." | ".." => return Err(invalid("the key has a `.` or `..` segment")),
                 _ => {
                     path.push('/');
@@ -211,12 +217,12 @@ impl Endpoint {
             endpoint: url.to_owned(),
             reason,
         };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| invalid("not a valid URL"))?;
+        let uri: http::Uri = url.parse().map_err(|_| invalid("not a valid URL"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(invalid("https is not supported (no TLS in the adapters)")),
+            Some("https") => {
+                return Err(invalid("https is not supported (no TLS in the adapters)"))
+            }
             _ => return Err(invalid("the URL must start with http://")),
         }
         let authority = uri

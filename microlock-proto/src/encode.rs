@@ -79,7 +79,11 @@ mod tests {
     #[test]
     fn decode_inverts_encode() {
         for s in ["", "a b", "?&=#+%/", "é🔒", "100%", "%zz"] {
-            assert_eq!(percent_decode(&percent_encode(s), false), s.as_bytes(), "{s:?}");
+            assert_eq!(
+                percent_decode(&percent_encode(s), false),
+                s.as_bytes(),
+                "{s:?}"
+            );
         }
     }
 

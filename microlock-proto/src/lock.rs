@@ -62,7 +62,10 @@ enum WatchPhase {
     /// Not watching.
     Idle,
     /// A quorum GET to learn the key's state and the index to watch from.
-    Reading { request: RequestId, deadline: Instant },
+    Reading {
+        request: RequestId,
+        deadline: Instant,
+    },
     /// A long poll for the first event at `index` or later.
     Waiting { request: RequestId, index: u64 },
     /// Waiting `until` before trying again after a failure.
@@ -248,6 +251,7 @@ impl Lock {
             self.start_read(now);
         } else {
             self.stop_watch();
+            self.start_next_op(now);
         }
     }
 
@@ -317,6 +321,7 @@ impl Lock {
                 self.cancels.push_back(request);
                 self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
                 self.watch_backoff(Resume::Read, now);
+                self.start_next_op(now);
             }
             WatchPhase::Backoff { until, resume } if until <= now => match resume {
                 Resume::Read => self.start_read(now),
@@ -400,7 +405,7 @@ impl Lock {
     }
 
     fn start_next_op(&mut self, now: Instant) {
-        if self.running.is_some() {
+        if self.running.is_some() || self.syncing() {
             return;
         }
         let Some((op, kind)) = self.queue.pop_front() else {
@@ -421,6 +426,12 @@ impl Lock {
             sent_at: now,
             deadline: now + self.config.request_timeout(),
         });
+    }
+
+    /// While a new watch takes its first read, commands wait (at most the request timeout),
+    /// so that "subscribe, then lock" always reports the `Locked` event.
+    fn syncing(&self) -> bool {
+        matches!(self.watch.phase, WatchPhase::Reading { .. }) && self.watch.seen == Seen::Unknown
     }
 
     fn complete(&mut self, op: OpId, result: Result<Outcome, Error>) {
@@ -467,14 +478,15 @@ impl Lock {
                 self.held = Some(fence);
                 Ok(Outcome::Locked(fence))
             }
-            (OpKind::Lock, Reply::Error { error, etcd_index, .. })
-                if error.code == code::NODE_EXIST =>
-            {
-                Err(Error::AlreadyLocked {
-                    key: key(),
-                    index: error.index.or(etcd_index).unwrap_or(0),
-                })
-            }
+            (
+                OpKind::Lock,
+                Reply::Error {
+                    error, etcd_index, ..
+                },
+            ) if error.code == code::NODE_EXIST => Err(Error::AlreadyLocked {
+                key: key(),
+                index: error.index.or(etcd_index).unwrap_or(0),
+            }),
             (OpKind::Renew, Reply::Action { action, .. }) if action.action == "compareAndSwap" => {
                 let fence = self.fence_from(kind, sent_at, action.node.as_ref())?;
                 self.held = Some(fence);
@@ -583,6 +595,7 @@ impl Lock {
         };
         let Some((seen, index)) = learned else {
             self.watch_backoff(Resume::Read, now);
+            self.start_next_op(now);
             return;
         };
         self.watch.retry_delay = self.config.watch_retry().0;
@@ -607,6 +620,7 @@ impl Lock {
             }
         }
         self.start_watch(index + 1);
+        self.start_next_op(now);
     }
 
     /// The answer to a long poll: one event, an empty close, or an error.

@@ -187,13 +187,19 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
                 return Ok(Reply::Empty);
             }
             let action: Action = serde_json::from_slice(body).map_err(|e| Error::Protocol {
-                reason: format!("HTTP {status} with an unreadable body ({e}): {}", snippet(body)),
+                reason: format!(
+                    "HTTP {status} with an unreadable body ({e}): {}",
+                    snippet(body)
+                ),
             })?;
             Ok(Reply::Action { action, etcd_index })
         }
         400..=599 => {
             let error: EtcdError = serde_json::from_slice(body).map_err(|_| Error::Protocol {
-                reason: format!("HTTP {status} without an etcd error body: {}", snippet(body)),
+                reason: format!(
+                    "HTTP {status} without an etcd error body: {}",
+                    snippet(body)
+                ),
             })?;
             Ok(Reply::Error {
                 status,
@@ -251,7 +257,10 @@ mod tests {
     #[test]
     fn read_and_watch_requests() {
         let c = config("k", "x");
-        assert_eq!(read(&Endpoint::default(), &c).uri().query(), Some("quorum=true"));
+        assert_eq!(
+            read(&Endpoint::default(), &c).uri().query(),
+            Some("quorum=true")
+        );
         assert_eq!(
             watch(&Endpoint::default(), &c, 42).uri().query(),
             Some("wait=true&waitIndex=42")
@@ -269,16 +278,44 @@ mod tests {
     #[test]
     fn parse_shapes() {
         assert_eq!(parse(&response(200, None, "")).unwrap(), Reply::Empty);
-        match parse(&response(412, Some("9"), r#"{"errorCode":105,"message":"Key already exists","cause":"/k","index":9}"#)).unwrap() {
-            Reply::Error { status: 412, error, etcd_index: Some(9) } => assert_eq!(error.code, 105),
+        match parse(&response(
+            412,
+            Some("9"),
+            r#"{"errorCode":105,"message":"Key already exists","cause":"/k","index":9}"#,
+        ))
+        .unwrap()
+        {
+            Reply::Error {
+                status: 412,
+                error,
+                etcd_index: Some(9),
+            } => assert_eq!(error.code, 105),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse(&response(200, Some("x"), "{}")), Err(Error::Protocol { .. })));
-        assert!(matches!(parse(&response(200, None, "{\"action\":")), Err(Error::Protocol { .. })));
-        assert!(matches!(parse(&response(200, None, "{\"action\":7}")), Err(Error::Protocol { .. })));
-        assert!(matches!(parse(&response(502, None, "<html>bad gateway</html>")), Err(Error::Protocol { .. })));
-        assert!(matches!(parse(&response(301, None, "")), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            parse(&response(200, Some("x"), "{}")),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse(&response(200, None, "{\"action\":")),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse(&response(200, None, "{\"action\":7}")),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse(&response(502, None, "<html>bad gateway</html>")),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse(&response(301, None, "")),
+            Err(Error::Protocol { .. })
+        ));
         let huge = "x".repeat(MAX_RESPONSE_BYTES + 1);
-        assert!(matches!(parse(&response(200, None, &huge)), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            parse(&response(200, None, &huge)),
+            Err(Error::Protocol { .. })
+        ));
     }
 }

@@ -1,0 +1,244 @@
+//! # microlock-tokio
+//!
+//! A dead simple distributed lock on [etcd](https://etcd.io) for tokio, compatible with
+//! microlock for Node.js (same key, same value, same TTL), with typed errors and fencing
+//! tokens.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use microlock_tokio::{Error, Etcd, Microlock};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let etcd = Etcd::new(["http://127.0.0.1:2379"])?;
+//! let foo = Microlock::new(&etcd, "foo", "node-1", Duration::from_secs(5))?;
+//! match foo.lock().await {
+//!     Ok(fence) => {
+//!         // foo is locked by this node; fence.token() is the fencing token.
+//!         foo.renew().await?;
+//!         foo.unlock().await?;
+//!     }
+//!     Err(Error::AlreadyLocked { .. }) => { /* another node holds foo */ }
+//!     Err(e) => return Err(e), // etcd unreachable, timed out, ...
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! All protocol logic lives in [`microlock_proto`]; this crate only moves bytes and timers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod driver;
+mod http_client;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, NodeId};
+use microlock_proto::{Lock, Outcome};
+
+use crate::driver::Command;
+use crate::http_client::HttpClient;
+
+/// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
+/// every lock made from it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    endpoints: Vec<Endpoint>,
+    client: HttpClient,
+}
+
+impl Etcd {
+    /// An etcd cluster reachable at these client URLs (`http://host:port`).
+    ///
+    /// ```
+    /// # use microlock_tokio::Etcd;
+    /// let etcd = Etcd::new(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])?;
+    /// assert_eq!(etcd.endpoints().len(), 2);
+    /// # Ok::<(), microlock_tokio::Error>(())
+    /// ```
+    pub fn new<I, S>(endpoints: I) -> Result<Etcd, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| Endpoint::parse(e.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "at least one endpoint is required",
+            });
+        }
+        Ok(Etcd {
+            endpoints,
+            client: HttpClient::new(),
+        })
+    }
+
+    /// The client URLs.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}
+
+impl Default for Etcd {
+    /// etcd's default client URL, `http://127.0.0.1:2379`.
+    fn default() -> Etcd {
+        Etcd {
+            endpoints: vec![Endpoint::default()],
+            client: HttpClient::new(),
+        }
+    }
+}
+
+/// A lock client for one key and one node id (microlock's `new Microlock(etcd, key, id, ttl)`).
+///
+/// Dropping it (or calling [`destroy`](Microlock::destroy)) stops its driver task, cancels its
+/// requests and ends its event streams. It does not release the key in etcd: call
+/// [`unlock`](Microlock::unlock) for that, or let the TTL run out.
+#[derive(Debug)]
+pub struct Microlock {
+    commands: mpsc::UnboundedSender<Command>,
+    config: Config,
+}
+
+impl Microlock {
+    /// A lock on `key` for `node_id` with a lease of `ttl` (whole seconds, rounded up; at least
+    /// 1 s). Invalid input is an error here, before anything is sent.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime (it spawns its driver task).
+    pub fn new(etcd: &Etcd, key: &str, node_id: &str, ttl: Duration) -> Result<Microlock, Error> {
+        Microlock::with_config(etcd, Config::new(key, node_id, ttl)?)
+    }
+
+    /// A lock from a full [`Config`] (request timeout, safety margin...). The config's
+    /// endpoints are replaced by `etcd`'s.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use microlock_tokio::{Config, Etcd, Microlock};
+    /// # async fn demo() -> Result<(), microlock_tokio::Error> {
+    /// let etcd = Etcd::default();
+    /// let config = Config::new("jobs/nightly", "worker-7", Duration::from_secs(10))?
+    ///     .with_request_timeout(Duration::from_secs(2));
+    /// let lock = Microlock::with_config(&etcd, config)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
+        let config = config.with_endpoints(etcd.endpoints.clone())?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let machine = Lock::new(config.clone());
+        tokio::spawn(driver::run(machine, etcd.client.clone(), receiver));
+        Ok(Microlock { commands, config })
+    }
+
+    /// The configuration (key, node id, TTL...).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Tries to take the lock. `Err(Error::AlreadyLocked)` when another node holds it (or this
+    /// one does already, as in microlock for Node.js). The returned [`Fence`] carries the
+    /// fencing token and the local validity deadline.
+    ///
+    /// Dropping the future does not cancel the request: etcd may still grant the lock.
+    pub async fn lock(&self) -> Result<Fence, Error> {
+        match self.run(Command::Lock).await? {
+            Outcome::Locked(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Releases the lock. `Err(Error::LockNotOwned)` when this node does not hold it.
+    pub async fn unlock(&self) -> Result<(), Error> {
+        match self.run(Command::Unlock).await? {
+            Outcome::Unlocked => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Extends the lease by the TTL. `Err(Error::LockNotOwned)` when this node does not hold
+    /// the lock (any more).
+    pub async fn renew(&self) -> Result<Fence, Error> {
+        match self.run(Command::Renew).await? {
+            Outcome::Renewed(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Subscribes to [`Event::Locked`] / [`Event::Unlocked`] for this key (node agnostic).
+    /// The watch runs while at least one subscription is alive; an event happening after
+    /// `events()` returns is delivered, including those caused by this lock's own commands.
+    pub fn events(&self) -> Events {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Subscribe(sender));
+        Events {
+            receiver,
+            commands: self.commands.downgrade(),
+        }
+    }
+
+    /// Stops the driver: cancels in-flight requests and the watch, fails pending operations
+    /// with [`Error::Destroyed`], ends event streams. Idempotent; also done on drop.
+    pub fn destroy(&self) {
+        let _ = self.commands.send(Command::Destroy);
+    }
+
+    async fn run(
+        &self,
+        command: fn(oneshot::Sender<Result<Outcome, Error>>) -> Command,
+    ) -> Result<Outcome, Error> {
+        let (sender, receiver) = oneshot::channel();
+        self.commands
+            .send(command(sender))
+            .map_err(|_| Error::Destroyed)?;
+        receiver.await.map_err(|_| Error::Destroyed)?
+    }
+}
+
+fn unexpected(outcome: Outcome) -> Error {
+    Error::Protocol {
+        reason: format!("internal: unexpected outcome {outcome:?}"),
+    }
+}
+
+/// A subscription to a lock's events: `events.next().await`, or use it as a
+/// [`Stream`](futures_core::Stream). Ends (`None`) when the lock is destroyed or dropped.
+#[derive(Debug)]
+pub struct Events {
+    receiver: mpsc::UnboundedReceiver<Event>,
+    commands: mpsc::WeakUnboundedSender<Command>,
+}
+
+impl Events {
+    /// The next event, or `None` once the lock is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.receiver.close();
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands.send(Command::Unsubscribed);
+        }
+    }
+}
