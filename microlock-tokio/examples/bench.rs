@@ -1,0 +1,96 @@
+//! No hidden cost: the uncontended lock+unlock cycle of `microlock-tokio` against the same two
+//! HTTP requests sent by a bare keep-alive hyper client, on the same etcd, in one run.
+//!
+//! `cargo run --release -p microlock-tokio --example bench -- [ETCD_URL] [CYCLES] [ROUNDS]`
+//! (`make bench` starts a throw-away etcd). The two clients alternate round by round so that
+//! etcd's own drift (compaction, fsync latency) hits both alike; the figure per client is the
+//! median of its rounds' mean cycle time.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use microlock_tokio::{Etcd, Microlock};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let cycles: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
+
+    let etcd = Etcd::new([url.as_str()])?;
+    let lock = Microlock::new(
+        &etcd,
+        "bench/microlock",
+        "bench-node",
+        Duration::from_secs(30),
+    )?;
+    let bare = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let bare_key = format!("{url}/v2/keys/bench/bare");
+
+    let bare_cycle = || async {
+        let put = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("{bare_key}?prevExist=false"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(b"value=bench-node&ttl=30")))?;
+        let r = bare.request(put).await?;
+        assert_eq!(r.status(), 201);
+        r.into_body().collect().await?;
+        let delete = Request::builder()
+            .method(Method::DELETE)
+            .uri(format!("{bare_key}?prevValue=bench-node"))
+            .body(Full::new(Bytes::new()))?;
+        let r = bare.request(delete).await?;
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
+    };
+
+    // Warm up both (connections, etcd caches).
+    for _ in 0..20 {
+        lock.lock().await?;
+        lock.unlock().await?;
+        bare_cycle().await?;
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let run_ours = || async {
+            let t = Instant::now();
+            for _ in 0..cycles {
+                lock.lock().await?;
+                lock.unlock().await?;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(t.elapsed() / cycles)
+        };
+        let run_bare = || async {
+            let t = Instant::now();
+            for _ in 0..cycles {
+                bare_cycle().await?;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(t.elapsed() / cycles)
+        };
+        if round % 2 == 0 {
+            ours.push(run_ours().await?);
+            theirs.push(run_bare().await?);
+        } else {
+            theirs.push(run_bare().await?);
+            ours.push(run_ours().await?);
+        }
+    }
+    ours.sort();
+    theirs.sort();
+    let (m_ours, m_bare) = (ours[rounds / 2], theirs[rounds / 2]);
+    let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
+    println!("lock+unlock cycle, median of {rounds} rounds x {cycles} cycles:");
+    println!("  microlock-tokio : {:>9.1} µs", m_ours.as_secs_f64() * 1e6);
+    println!("  bare hyper      : {:>9.1} µs", m_bare.as_secs_f64() * 1e6);
+    println!("  ratio           : {ratio:.3}");
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! The conformance suite: every integration case, written once, run against every adapter.
+//!
+//! An adapter's test file instantiates it:
+//! ```ignore
+//! microlock_tests::conformance_suite!(microlock_tokio, microlock_tests::rt::tokio, tokio::test);
+//! ```
+//! `$ml` is the adapter crate (it must export `Etcd`, `Microlock`, `Config`, `Error`, `Event`
+//! with the same API), `$rt` a module of [`crate::rt`], `$test` the runtime's test attribute.
+
+/// Expands to one `#[test]` per conformance case for the given adapter.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($ml:ident, $rt:path, $test:meta) => {
+        #[allow(unused_imports)]
+        mod conformance {
+            use std::time::Duration;
+
+            use $crate::etcd::{self, unique_key};
+            use $crate::inspect;
+            use $ml::{Config, Error, Etcd, Event, Microlock};
+            use $rt as rt;
+
+            const TTL: Duration = Duration::from_secs(5);
+            /// Generous bound for anything etcd should answer quickly.
+            const PATIENCE: Duration = Duration::from_secs(15);
+
+            fn url() -> String {
+                etcd::shared().client_url()
+            }
+
+            fn client() -> Etcd {
+                Etcd::new([url()]).expect("valid endpoint")
+            }
+
+            async fn next_event(events: &mut $ml::Events) -> Event {
+                rt::timeout(PATIENCE, events.next())
+                    .await
+                    .expect("no event within the patience bound")
+                    .expect("the event stream ended")
+            }
+
+            fn assert_locked(event: &Event, who: &str) -> u64 {
+                match event {
+                    Event::Locked { holder, token, .. } => {
+                        assert_eq!(holder, who);
+                        *token
+                    }
+                    other => panic!("expected Locked by {who:?}, got {other:?}"),
+                }
+            }
+
+            fn assert_unlocked(event: &Event, who: &str, expired: bool) {
+                match event {
+                    Event::Unlocked {
+                        previous_holder,
+                        expired: e,
+                        ..
+                    } => {
+                        assert_eq!(previous_holder.as_deref(), Some(who));
+                        assert_eq!(*e, expired, "expired flag");
+                    }
+                    other => panic!("expected Unlocked from {who:?}, got {other:?}"),
+                }
+            }
+
+            // ----- the seed's integration spec: lock ----------------------------------------
+
+            #[$test]
+            async fn lock_free_key_succeeds_with_node_layout() {
+                let key = unique_key("lock-free");
+                let foo = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                let fence = foo.lock().await.expect("free key locks");
+                // The same layout as microlock for Node.js: /KEY = node id, with the TTL.
+                let node = inspect::node(&url(), &key).expect("key written");
+                assert_eq!(node["key"], format!("/{key}"));
+                assert_eq!(node["value"], "node-a");
+                assert_eq!(node["ttl"], 5);
+                assert_eq!(node["createdIndex"].as_u64(), Some(fence.token()));
+            }
+
+            #[$test]
+            async fn lock_held_by_other_is_already_locked() {
+                let key = unique_key("lock-held");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                match b.lock().await {
+                    Err(Error::AlreadyLocked { key: k, index }) => {
+                        assert_eq!(k, key);
+                        assert!(index > 0);
+                    }
+                    other => panic!("expected AlreadyLocked, got {other:?}"),
+                }
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
+            }
+
+            #[$test]
+            async fn lock_twice_by_same_node_is_already_locked() {
+                let key = unique_key("lock-twice");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                a.lock().await.unwrap();
+                assert!(matches!(a.lock().await, Err(Error::AlreadyLocked { .. })));
+            }
+
+            #[$test]
+            async fn leading_slash_names_the_same_key() {
+                let key = unique_key("slash");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &format!("/{key}"), "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+            }
+
+            #[$test]
+            async fn concurrent_lockers_exactly_one_wins() {
+                let key = unique_key("race");
+                let etcd = client();
+                let locks: Vec<_> = (0..8)
+                    .map(|i| Microlock::new(&etcd, &key, &format!("node-{i}"), TTL).unwrap())
+                    .collect();
+                let mut wins = 0;
+                let mut futures = Vec::new();
+                for l in &locks {
+                    futures.push(l.lock());
+                }
+                for f in futures {
+                    match f.await {
+                        Ok(_) => wins += 1,
+                        Err(Error::AlreadyLocked { .. }) => {}
+                        Err(e) => panic!("unexpected {e:?}"),
+                    }
+                }
+                assert_eq!(wins, 1);
+            }
+
+            // ----- unlock -------------------------------------------------------------------
+
+            #[$test]
+            async fn unlock_own_lock_releases_it() {
+                let key = unique_key("unlock-own");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                a.lock().await.unwrap();
+                a.unlock().await.expect("own lock unlocks");
+                assert_eq!(inspect::node(&url(), &key), None);
+                a.lock().await.expect("can lock again after unlock");
+            }
+
+            #[$test]
+            async fn unlock_others_lock_is_not_owned() {
+                let key = unique_key("unlock-other");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                match b.unlock().await {
+                    Err(Error::LockNotOwned { key: k }) => assert_eq!(k, key),
+                    other => panic!("expected LockNotOwned, got {other:?}"),
+                }
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
+            }
+
+            #[$test]
+            async fn unlock_free_key_is_not_owned() {
+                let key = unique_key("unlock-none");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                assert!(matches!(a.unlock().await, Err(Error::LockNotOwned { .. })));
+            }
+
+            // ----- renew --------------------------------------------------------------------
+
+            #[$test]
+            async fn renew_own_lock_refreshes_ttl_and_keeps_token() {
+                let key = unique_key("renew-own");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                let fence = a.lock().await.unwrap();
+                let before = inspect::node(&url(), &key).unwrap();
+                let renewed = a.renew().await.expect("own lock renews");
+                assert_eq!(renewed.token(), fence.token());
+                assert!(renewed.valid_until() >= fence.valid_until());
+                let after = inspect::node(&url(), &key).unwrap();
+                assert_eq!(after["value"], "node-a");
+                assert_eq!(after["createdIndex"], before["createdIndex"]);
+                assert!(after["modifiedIndex"].as_u64() > before["modifiedIndex"].as_u64());
+                assert_eq!(after["ttl"], 5);
+            }
+
+            #[$test]
+            async fn renew_others_lock_is_not_owned() {
+                let key = unique_key("renew-other");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                assert!(matches!(b.renew().await, Err(Error::LockNotOwned { .. })));
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
+            }
+
+            #[$test]
+            async fn renew_free_key_is_not_owned() {
+                let key = unique_key("renew-none");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                assert!(matches!(a.renew().await, Err(Error::LockNotOwned { .. })));
+                assert_eq!(
+                    inspect::node(&url(), &key),
+                    None,
+                    "renew must not create the key"
+                );
+            }
+
+            // ----- events -------------------------------------------------------------------
+
+            #[$test]
+            async fn events_report_locked_and_unlocked_for_any_node() {
+                let key = unique_key("events");
+                let etcd = client();
+                let observer = Microlock::new(&etcd, &key, "observer", TTL).unwrap();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let mut events = observer.events();
+                let mut own = a.events();
+                let fence = a.lock().await.unwrap();
+                let token = assert_locked(&next_event(&mut events).await, "node-a");
+                assert_eq!(token, fence.token());
+                assert_locked(&next_event(&mut own).await, "node-a");
+                a.unlock().await.unwrap();
+                assert_unlocked(&next_event(&mut events).await, "node-a", false);
+                assert_unlocked(&next_event(&mut own).await, "node-a", false);
+            }
+
+            #[$test]
+            async fn events_report_unlocked_when_ttl_expires() {
+                let key = unique_key("expire-event");
+                let etcd = client();
+                let observer = Microlock::new(&etcd, &key, "observer", TTL).unwrap();
+                let a = Microlock::new(&etcd, &key, "node-a", Duration::from_secs(1)).unwrap();
+                let mut events = observer.events();
+                a.lock().await.unwrap();
+                assert_locked(&next_event(&mut events).await, "node-a");
+                assert_unlocked(&next_event(&mut events).await, "node-a", true);
+                assert_eq!(inspect::node(&url(), &key), None);
+            }
+
+            #[$test]
+            async fn renew_produces_no_event() {
+                let key = unique_key("renew-quiet");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                let mut events = a.events();
+                a.lock().await.unwrap();
+                assert_locked(&next_event(&mut events).await, "node-a");
+                a.renew().await.unwrap();
+                a.renew().await.unwrap();
+                a.unlock().await.unwrap();
+                // Had a renew produced an event, it would come before this one.
+                assert_unlocked(&next_event(&mut events).await, "node-a", false);
+            }
+
+            #[$test]
+            async fn ttl_expiry_frees_the_lock_for_another_node() {
+                let key = unique_key("expire-free");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", Duration::from_secs(1)).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                let mut events = b.events();
+                let first = a.lock().await.unwrap();
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+                assert_locked(&next_event(&mut events).await, "node-a");
+                assert_unlocked(&next_event(&mut events).await, "node-a", true);
+                let second = b.lock().await.expect("free after expiry");
+                assert!(second.token() > first.token(), "fencing tokens increase");
+                assert!(matches!(a.renew().await, Err(Error::LockNotOwned { .. })));
+            }
+
+            #[$test]
+            async fn dropping_the_last_subscription_and_destroy_end_streams() {
+                let key = unique_key("destroy");
+                let a = Microlock::new(&client(), &key, "node-a", TTL).unwrap();
+                let mut events = a.events();
+                a.lock().await.unwrap();
+                assert_locked(&next_event(&mut events).await, "node-a");
+                a.destroy();
+                let end = rt::timeout(PATIENCE, events.next())
+                    .await
+                    .expect("stream ends");
+                assert_eq!(end, None);
+                assert!(matches!(a.lock().await, Err(Error::Destroyed)));
+                // destroy does not release the key: it stays until its TTL.
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
+            }
+
+            // ----- failures are never contention --------------------------------------------
+
+            #[$test]
+            async fn unreachable_etcd_is_a_transport_error() {
+                let port = {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                    l.local_addr().unwrap().port()
+                };
+                let etcd = Etcd::new([format!("http://127.0.0.1:{port}")]).unwrap();
+                let a = Microlock::new(&etcd, "unreachable", "node-a", TTL).unwrap();
+                assert!(
+                    matches!(a.lock().await, Err(Error::Transport { .. })),
+                    "lock"
+                );
+                assert!(
+                    matches!(a.unlock().await, Err(Error::Transport { .. })),
+                    "unlock"
+                );
+                assert!(
+                    matches!(a.renew().await, Err(Error::Transport { .. })),
+                    "renew"
+                );
+            }
+
+            #[$test]
+            async fn silent_etcd_is_a_timeout_and_destroy_fails_pending() {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = listener.local_addr().unwrap().port();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for s in listener.incoming() {
+                        held.push(s); // accept, never answer
+                    }
+                });
+                let etcd = Etcd::new([format!("http://127.0.0.1:{port}")]).unwrap();
+                let config = Config::new("silent", "node-a", TTL)
+                    .unwrap()
+                    .with_request_timeout(Duration::from_millis(300));
+                let a = Microlock::with_config(&etcd, config.clone()).unwrap();
+                let started = std::time::Instant::now();
+                match a.lock().await {
+                    Err(Error::Timeout { after }) => assert_eq!(after, Duration::from_millis(300)),
+                    other => panic!("expected Timeout, got {other:?}"),
+                }
+                assert!(started.elapsed() < Duration::from_secs(5));
+                assert!(matches!(a.unlock().await, Err(Error::Timeout { .. })));
+
+                let b =
+                    Microlock::with_config(&etcd, config.with_request_timeout(PATIENCE)).unwrap();
+                let pending = b.lock();
+                let destroy = async {
+                    b.destroy();
+                };
+                let (result, ()) = join(pending, destroy).await;
+                assert_eq!(result, Err(Error::Destroyed));
+            }
+
+            async fn join<A: std::future::Future, B: std::future::Future>(
+                a: A,
+                b: B,
+            ) -> (A::Output, B::Output) {
+                // A minimal two-future join, runtime-agnostic.
+                use std::pin::pin;
+                use std::task::Poll;
+                let (mut a, mut b) = (pin!(a), pin!(b));
+                let (mut ra, mut rb) = (None, None);
+                std::future::poll_fn(|cx| {
+                    if ra.is_none() {
+                        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                            ra = Some(v);
+                        }
+                    }
+                    if rb.is_none() {
+                        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                            rb = Some(v);
+                        }
+                    }
+                    if ra.is_some() && rb.is_some() {
+                        Poll::Ready((ra.take().unwrap(), rb.take().unwrap()))
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await
+            }
+
+            // ----- hostile keys and node ids ------------------------------------------------
+
+            #[$test]
+            async fn special_keys_and_ids_round_trip_and_touch_nothing_else() {
+                let dir = unique_key("special");
+                let cases = [
+                    ("a b", "node a"),
+                    ("q?x=1", "n&ttl=0"),
+                    ("amp&prevExist=true", "n=1"),
+                    ("eq=1", "100%"),
+                    ("pct%41%2F", "#frag"),
+                    ("hash#frag", "a+b"),
+                    ("plus+sign", "plus+"),
+                    ("unicodé/🔒", "nœud🔒"),
+                    ("a/b/c", "prevValue=x&y"),
+                ];
+                let etcd = client();
+                let mut expected = Vec::new();
+                for (k, id) in cases {
+                    let key = format!("{dir}/{k}");
+                    let lock = Microlock::new(&etcd, &key, id, TTL).unwrap();
+                    let fence = lock
+                        .lock()
+                        .await
+                        .unwrap_or_else(|e| panic!("lock {key:?}: {e}"));
+                    let node =
+                        inspect::node(&url(), &key).unwrap_or_else(|| panic!("{key:?} stored"));
+                    assert_eq!(node["key"].as_str(), Some(format!("/{key}").as_str()));
+                    assert_eq!(node["value"].as_str(), Some(id), "value of {key:?}");
+                    assert_eq!(node["createdIndex"].as_u64(), Some(fence.token()));
+                    let other = Microlock::new(&etcd, &key, &format!("{id}x"), TTL).unwrap();
+                    assert!(matches!(
+                        other.unlock().await,
+                        Err(Error::LockNotOwned { .. })
+                    ));
+                    lock.renew()
+                        .await
+                        .unwrap_or_else(|e| panic!("renew {key:?}: {e}"));
+                    expected.push(format!("/{key}"));
+                }
+                expected.sort();
+                assert_eq!(
+                    inspect::keys_under(&url(), &dir),
+                    expected,
+                    "exactly these keys"
+                );
+                for (k, id) in cases {
+                    let lock = Microlock::new(&etcd, &format!("{dir}/{k}"), id, TTL).unwrap();
+                    lock.unlock()
+                        .await
+                        .unwrap_or_else(|e| panic!("unlock {k:?}: {e}"));
+                }
+                assert_eq!(inspect::keys_under(&url(), &dir), Vec::<String>::new());
+            }
+
+            #[test]
+            fn invalid_input_is_rejected_at_construction() {
+                let etcd = Etcd::default();
+                for key in ["", "/", "a//b", "a/", ".", "a/../b", "nul\0"] {
+                    assert!(
+                        matches!(Config::new(key, "n", TTL), Err(Error::InvalidKey { .. })),
+                        "key {key:?}"
+                    );
+                }
+                assert!(matches!(
+                    Config::new("k", "", TTL),
+                    Err(Error::InvalidNodeId { .. })
+                ));
+                assert!(matches!(
+                    Config::new("k", "n", Duration::from_millis(999)),
+                    Err(Error::InvalidTtl { .. })
+                ));
+                assert_eq!(
+                    Config::new("k", "n", Duration::from_millis(1001))
+                        .unwrap()
+                        .ttl_secs(),
+                    2
+                );
+                assert!(matches!(
+                    Etcd::new(["ftp://x"]),
+                    Err(Error::InvalidEndpoint { .. })
+                ));
+                assert!(matches!(
+                    Etcd::new(Vec::<String>::new()),
+                    Err(Error::InvalidEndpoint { .. })
+                ));
+                let _ = etcd;
+            }
+
+            // ----- a real cluster -----------------------------------------------------------
+
+            #[$test]
+            async fn three_member_cluster_agrees_and_survives_a_member_loss() {
+                let mut cluster = rt::blocking(|| etcd::EtcdCluster::start(3)).await;
+                let urls = cluster.client_urls();
+                let via = |i: usize| Etcd::new([urls[i].clone()]).unwrap();
+                let key = unique_key("cluster");
+                let a = Microlock::new(&via(0), &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&via(2), &key, "node-b", TTL).unwrap();
+                let mut events = b.events();
+                let fence = a.lock().await.unwrap();
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+                assert_eq!(
+                    assert_locked(&next_event(&mut events).await, "node-a"),
+                    fence.token()
+                );
+                a.unlock().await.unwrap();
+                assert_unlocked(&next_event(&mut events).await, "node-a", false);
+
+                // Lose a follower listed first: the client fails over to the next member.
+                let victim = (0..3)
+                    .find(|&i| !inspect::is_leader(&urls[i]))
+                    .expect("a follower");
+                let mut order: Vec<String> = vec![urls[victim].clone()];
+                order.extend((0..3).filter(|&i| i != victim).map(|i| urls[i].clone()));
+                let c = Microlock::new(&Etcd::new(order).unwrap(), &key, "node-c", TTL).unwrap();
+                cluster.members[victim].stop();
+                match c.lock().await {
+                    Err(Error::Transport { .. }) => {}
+                    other => panic!("a dead member is a transport error, got {other:?}"),
+                }
+                let fence_c = c
+                    .lock()
+                    .await
+                    .expect("the next request goes to a live member");
+                assert!(fence_c.token() > fence.token());
+                let survivor = urls[(victim + 1) % 3].clone();
+                assert_eq!(inspect::value(&survivor, &key).as_deref(), Some("node-c"));
+            }
+        }
+    };
+}

@@ -1,0 +1,95 @@
+//! Reading etcd directly (raw HTTP, an encoder independent of the library's), to check what
+//! the library really stored.
+
+use crate::etcd::raw_request;
+use serde_json::Value;
+
+/// Percent-encodes every byte outside `A-Za-z0-9-._~` (written again here on purpose, so the
+/// tests do not trust the library's encoder).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `/v2/keys/` + each segment of `key` encoded.
+pub fn key_path(key: &str) -> String {
+    let key = key.strip_prefix('/').unwrap_or(key);
+    let segments: Vec<String> = key.split('/').map(encode).collect();
+    format!("/v2/keys/{}", segments.join("/"))
+}
+
+/// The node stored at `key` (quorum read), or `None` when absent.
+pub fn node(url: &str, key: &str) -> Option<Value> {
+    let r = raw_request(url, "GET", &format!("{}?quorum=true", key_path(key)), None);
+    match r.status {
+        200 => {
+            let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
+            Some(v["node"].clone())
+        }
+        404 => None,
+        s => panic!("GET {key:?}: unexpected status {s}: {}", r.text()),
+    }
+}
+
+/// The value stored at `key`, or `None`.
+pub fn value(url: &str, key: &str) -> Option<String> {
+    node(url, key).map(|n| n["value"].as_str().expect("a value").to_owned())
+}
+
+/// Every non-directory key below `dir` (recursive), as etcd names them (`/dir/...`), sorted.
+pub fn keys_under(url: &str, dir: &str) -> Vec<String> {
+    let r = raw_request(
+        url,
+        "GET",
+        &format!("{}?recursive=true&quorum=true", key_path(dir)),
+        None,
+    );
+    if r.status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200, "listing {dir:?}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
+    let mut out = Vec::new();
+    collect(&v["node"], &mut out);
+    out.sort();
+    out
+}
+
+fn collect(node: &Value, out: &mut Vec<String>) {
+    if node["dir"].as_bool() == Some(true) {
+        for child in node["nodes"].as_array().into_iter().flatten() {
+            collect(child, out);
+        }
+    } else if let Some(k) = node["key"].as_str() {
+        out.push(k.to_owned());
+    }
+}
+
+/// Writes `key` = `value` with `ttl` seconds directly (as another client would).
+pub fn put(url: &str, key: &str, value: &str, ttl: Option<u64>) {
+    let mut body = format!("value={}", encode(value));
+    if let Some(ttl) = ttl {
+        body.push_str(&format!("&ttl={ttl}"));
+    }
+    let r = raw_request(url, "PUT", &key_path(key), Some(&body));
+    assert!(
+        r.status == 200 || r.status == 201,
+        "PUT {key:?}: {}",
+        r.text()
+    );
+}
+
+/// Whether the member at `url` is the raft leader (`GET /v2/stats/self`).
+pub fn is_leader(url: &str) -> bool {
+    let r = raw_request(url, "GET", "/v2/stats/self", None);
+    assert_eq!(r.status, 200, "stats of {url}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
+    v["state"] == "StateLeader"
+}

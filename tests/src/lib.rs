@@ -1,0 +1,11 @@
+//! Test support for microlock: real etcd processes ([`etcd`]), raw inspection of what is
+//! stored ([`inspect`]), and the conformance suite every adapter must pass
+//! ([`conformance_suite!`]).
+#![forbid(unsafe_code)]
+#![allow(missing_docs)]
+
+pub mod etcd;
+pub mod inspect;
+pub mod rt;
+
+mod conformance;

@@ -1,0 +1,20 @@
+//! The few runtime services the conformance suite needs, one module per runtime, with the
+//! same functions.
+
+/// tokio.
+pub mod tokio {
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// `Some(output)`, or `None` when `future` takes longer than `limit`.
+    pub async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+        ::tokio::time::timeout(limit, future).await.ok()
+    }
+
+    /// Runs `f` on a blocking thread (for the synchronous harness calls).
+    pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        ::tokio::task::spawn_blocking(f)
+            .await
+            .expect("blocking task panicked")
+    }
+}
