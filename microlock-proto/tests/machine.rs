@@ -1,0 +1,665 @@
+//! The machine driven by responses recorded from real etcd 3.4.23 and 3.5.1
+//! (`tests/fixtures/`), and by hand-made hostile ones. No network.
+
+use std::time::{Duration, Instant};
+
+use http::Response;
+use microlock_proto::{Completion, Config, Endpoint, Error, Event, Lock, Outcome, RequestId};
+use serde_json::Value;
+
+const VERSIONS: [&str; 2] = ["etcd-3.4", "etcd-3.5"];
+
+struct Fixture {
+    method: String,
+    path_and_query: String,
+    body: String,
+    response: Response<Vec<u8>>,
+}
+
+fn fixture(version: &str, name: &str) -> Fixture {
+    let path = format!(
+        "{}/tests/fixtures/{version}/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let mut response = Response::builder().status(v["response"]["status"].as_u64().unwrap() as u16);
+    for (name, value) in v["response"]["headers"].as_object().unwrap() {
+        response = response.header(name.as_str(), value.as_str().unwrap());
+    }
+    Fixture {
+        method: v["request"]["method"].as_str().unwrap().to_owned(),
+        path_and_query: v["request"]["path_and_query"].as_str().unwrap().to_owned(),
+        body: v["request"]["body"].as_str().unwrap().to_owned(),
+        response: response
+            .body(v["response"]["body"].as_str().unwrap().as_bytes().to_vec())
+            .unwrap(),
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The key and node id a recorded request was made for.
+fn key_and_node(f: &Fixture) -> (String, String) {
+    let (path, query) = f
+        .path_and_query
+        .split_once('?')
+        .unwrap_or((&f.path_and_query, ""));
+    let key = decode(path.strip_prefix("/v2/keys/").unwrap());
+    let params = format!("{query}&{}", f.body);
+    let node = params
+        .split('&')
+        .find_map(|p| {
+            p.strip_prefix("value=")
+                .or_else(|| p.strip_prefix("prevValue="))
+        })
+        .map(decode)
+        .unwrap_or_else(|| "node-x".to_owned());
+    (key, node)
+}
+
+fn machine_for(f: &Fixture) -> Lock {
+    let (key, node) = key_and_node(f);
+    Lock::new(Config::new(&key, &node, Duration::from_secs(5)).unwrap())
+}
+
+fn t0() -> Instant {
+    Instant::now()
+}
+
+/// Issues `command`, checks the request is byte-for-byte the recorded one, feeds the recorded
+/// answer, returns the completion.
+fn replay(version: &str, name: &str, command: fn(&mut Lock, Instant)) -> (Lock, Completion) {
+    let f = fixture(version, name);
+    let mut lock = machine_for(&f);
+    let now = t0();
+    command(&mut lock, now);
+    let (id, request) = lock.poll_request().expect("a request");
+    assert_eq!(request.method().as_str(), f.method, "{version}/{name}");
+    let pq = request.uri().path_and_query().unwrap().as_str();
+    assert_eq!(pq, f.path_and_query, "{version}/{name}");
+    assert_eq!(
+        std::str::from_utf8(request.body()).unwrap(),
+        f.body,
+        "{version}/{name}"
+    );
+    lock.handle_response(id, f.response, now);
+    let done = lock.poll_completion().expect("completed");
+    assert!(lock.poll_completion().is_none());
+    (lock, done)
+}
+
+fn lock_cmd(l: &mut Lock, now: Instant) {
+    l.lock(now);
+}
+fn unlock_cmd(l: &mut Lock, now: Instant) {
+    l.unlock(now);
+}
+fn renew_cmd(l: &mut Lock, now: Instant) {
+    l.renew(now);
+}
+
+#[test]
+fn lock_ok_gives_a_fence_with_the_created_index() {
+    for v in VERSIONS {
+        for name in ["lock_ok", "lock_ok_unicode"] {
+            let (lock, done) = replay(v, name, lock_cmd);
+            let Ok(Outcome::Locked(fence)) = done.result else {
+                panic!("{v}/{name}: {:?}", done.result)
+            };
+            let body: Value = serde_json::from_slice(fixture(v, name).response.body()).unwrap();
+            assert_eq!(
+                fence.token(),
+                body["node"]["createdIndex"].as_u64().unwrap()
+            );
+            assert_eq!(lock.fence(), Some(fence));
+        }
+    }
+}
+
+#[test]
+fn lock_conflict_is_already_locked() {
+    for v in VERSIONS {
+        let (lock, done) = replay(v, "lock_conflict", lock_cmd);
+        match done.result {
+            Err(Error::AlreadyLocked { key, index }) => {
+                assert_eq!(key, "lock");
+                assert!(index > 0);
+            }
+            other => panic!("{v}: {other:?}"),
+        }
+        assert_eq!(lock.fence(), None);
+    }
+}
+
+#[test]
+fn unlock_answers() {
+    for v in VERSIONS {
+        for name in ["unlock_ok", "unlock_ok_unicode"] {
+            let (_, done) = replay(v, name, unlock_cmd);
+            assert_eq!(done.result, Ok(Outcome::Unlocked), "{v}/{name}");
+        }
+        for name in ["unlock_other", "unlock_missing"] {
+            let (_, done) = replay(v, name, unlock_cmd);
+            assert!(
+                matches!(done.result, Err(Error::LockNotOwned { .. })),
+                "{v}/{name}: {:?}",
+                done.result
+            );
+        }
+    }
+}
+
+#[test]
+fn renew_answers() {
+    for v in VERSIONS {
+        let (_, done) = replay(v, "renew_ok", renew_cmd);
+        let Ok(Outcome::Renewed(fence)) = done.result else {
+            panic!("{v}: {:?}", done.result)
+        };
+        assert!(fence.token() > 0);
+        for name in ["renew_other", "renew_missing"] {
+            let (_, done) = replay(v, name, renew_cmd);
+            assert!(
+                matches!(done.result, Err(Error::LockNotOwned { .. })),
+                "{v}/{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn other_etcd_errors_keep_their_code() {
+    for v in VERSIONS {
+        for (name, code) in [
+            ("root_read_only", 107),
+            ("bad_ttl", 202),
+            ("refresh_with_value", 211),
+            ("refresh_without_ttl", 212),
+        ] {
+            let f = fixture(v, name);
+            let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+            let now = t0();
+            lock.lock(now);
+            let (id, _) = lock.poll_request().unwrap();
+            let status = f.response.status().as_u16();
+            lock.handle_response(id, f.response, now);
+            match lock.poll_completion().unwrap().result {
+                Err(Error::Etcd {
+                    code: c, status: s, ..
+                }) => {
+                    assert_eq!((c, s), (code, status), "{v}/{name}");
+                }
+                other => panic!("{v}/{name}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Starts a watch, answers its read with `read`, returns the machine and the watch request.
+fn watching(read: Fixture) -> (Lock, RequestId, String) {
+    let mut lock = machine_for(&read);
+    let now = t0();
+    lock.set_watching(true, now);
+    let (id, request) = lock.poll_request().unwrap();
+    assert_eq!(request.uri().query(), Some("quorum=true"));
+    assert!(lock.poll_timeout().is_some(), "the read has a deadline");
+    lock.handle_response(id, read.response, now);
+    let (watch, request) = lock.poll_request().expect("a watch");
+    assert_eq!(lock.poll_timeout(), None, "a watch has no deadline");
+    (lock, watch, request.uri().query().unwrap().to_owned())
+}
+
+#[test]
+fn watch_starts_after_the_read_index() {
+    for v in VERSIONS {
+        let read = fixture(v, "get_missing");
+        let index: u64 = read.response.headers()["x-etcd-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (mut lock, _, query) = watching(read);
+        assert_eq!(query, format!("wait=true&waitIndex={}", index + 1));
+        assert_eq!(lock.poll_event(), None, "a free key is no event");
+
+        let read = fixture(v, "get_ok");
+        let index: u64 = read.response.headers()["x-etcd-index"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (mut lock, _, query) = watching(read);
+        assert_eq!(query, format!("wait=true&waitIndex={}", index + 1));
+        assert!(
+            matches!(lock.poll_event(), Some(Event::Locked { ref holder, .. }) if holder == "node-a"),
+            "a held key is reported first"
+        );
+        assert!(lock.current_state_event().is_some());
+    }
+}
+
+#[test]
+fn every_recorded_watch_event_maps_to_the_right_event() {
+    for v in VERSIONS {
+        for (name, locked, expired) in [
+            ("watch_create", true, false),
+            ("watch_set", true, false),
+            ("watch_update", true, false),
+            ("watch_compare_and_swap", true, false),
+            ("watch_delete", false, false),
+            ("watch_compare_and_delete", false, false),
+            ("watch_expire", false, true),
+        ] {
+            let f = fixture(v, name);
+            let body: Value = serde_json::from_slice(f.response.body()).unwrap();
+            let key = body["node"]["key"].as_str().unwrap().to_owned();
+            let mut lock =
+                Lock::new(Config::new(&key, "observer", Duration::from_secs(5)).unwrap());
+            let now = t0();
+            lock.set_watching(true, now);
+            let (read, _) = lock.poll_request().unwrap();
+            let missing = Response::builder()
+                .status(404)
+                .header("X-Etcd-Index", "1")
+                .body(
+                    format!(
+                        r#"{{"errorCode":100,"message":"Key not found","cause":"{key}","index":1}}"#
+                    )
+                    .into_bytes(),
+                )
+                .unwrap();
+            lock.handle_response(read, missing, now);
+            let (watch, _) = lock.poll_request().unwrap();
+            lock.handle_response(watch, f.response, now);
+            let event = lock
+                .poll_event()
+                .unwrap_or_else(|| panic!("{v}/{name}: no event"));
+            if locked {
+                let Event::Locked { holder, token } = event else {
+                    panic!("{v}/{name}: {event:?}")
+                };
+                assert_eq!(holder, body["node"]["value"].as_str().unwrap());
+                assert_eq!(token, body["node"]["createdIndex"].as_u64().unwrap());
+            } else {
+                let Event::Unlocked {
+                    previous_holder,
+                    expired: e,
+                } = event
+                else {
+                    panic!("{v}/{name}: {event:?}")
+                };
+                assert_eq!(
+                    previous_holder.as_deref(),
+                    body["prevNode"]["value"].as_str()
+                );
+                assert_eq!(e, expired, "{v}/{name}");
+            }
+            let (_, next) = lock.poll_request().expect("watching on");
+            let next_index = body["node"]["modifiedIndex"].as_u64().unwrap() + 1;
+            assert_eq!(
+                next.uri().query().unwrap(),
+                format!("wait=true&waitIndex={next_index}")
+            );
+        }
+    }
+}
+
+#[test]
+fn cleared_history_is_recovered_with_a_quorum_read() {
+    for v in VERSIONS {
+        let (mut lock, watch, _) = watching(fixture(v, "get_ok"));
+        let _ = lock.poll_event();
+        lock.handle_response(watch, fixture(v, "watch_cleared").response, t0());
+        let (_, request) = lock.poll_request().expect("a read");
+        assert_eq!(request.uri().query(), Some("quorum=true"));
+        assert!(lock.poll_completion().is_none());
+    }
+}
+
+#[test]
+fn resync_reports_what_changed_while_not_looking() {
+    let v = "etcd-3.4";
+    let (mut lock, watch, _) = watching(fixture(v, "get_ok"));
+    assert!(matches!(lock.poll_event(), Some(Event::Locked { .. })));
+    lock.handle_response(watch, fixture(v, "watch_cleared").response, t0());
+    let (read, _) = lock.poll_request().unwrap();
+    lock.handle_response(read, fixture(v, "get_missing").response, t0());
+    assert!(
+        matches!(lock.poll_event(), Some(Event::Unlocked { previous_holder: Some(ref h), .. }) if h == "node-a")
+    );
+    assert!(lock.poll_request().is_some(), "watching again");
+}
+
+fn empty_200() -> Response<Vec<u8>> {
+    Response::builder().status(200).body(Vec::new()).unwrap()
+}
+
+#[test]
+fn empty_watch_close_rewatches_the_same_index_after_a_pause() {
+    let (mut lock, watch, query) = watching(fixture("etcd-3.4", "get_missing"));
+    let now = t0();
+    lock.handle_response(watch, empty_200(), now);
+    assert!(lock.poll_request().is_none(), "not in a hot loop");
+    let at = lock.poll_timeout().expect("a retry timer");
+    assert!(at > now);
+    lock.handle_timeout(at);
+    let (_, request) = lock.poll_request().unwrap();
+    assert_eq!(request.uri().query().unwrap(), query);
+}
+
+#[test]
+fn watch_retries_back_off_and_rotate_endpoints() {
+    let endpoints = vec![
+        Endpoint::parse("http://127.0.0.1:1").unwrap(),
+        Endpoint::parse("http://127.0.0.1:2").unwrap(),
+    ];
+    let config = Config::new("k", "n", Duration::from_secs(5))
+        .unwrap()
+        .with_endpoints(endpoints)
+        .unwrap();
+    let mut lock = Lock::new(config);
+    let mut now = t0();
+    lock.set_watching(true, now);
+    let mut delays = Vec::new();
+    let mut hosts = Vec::new();
+    for _ in 0..8 {
+        let (id, request) = lock.poll_request().unwrap();
+        hosts.push(request.uri().port_u16().unwrap());
+        lock.handle_transport_error(id, "connection refused", now);
+        let at = lock.poll_timeout().unwrap();
+        delays.push(at - now);
+        now = at;
+        lock.handle_timeout(now);
+    }
+    assert_eq!(hosts, [1, 2, 1, 2, 1, 2, 1, 2]);
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    assert_eq!(*delays.last().unwrap(), Duration::from_secs(2), "capped");
+    assert!(lock.poll_completion().is_none() && lock.poll_event().is_none());
+}
+
+#[test]
+fn transport_errors_are_never_contention() {
+    for cmd in [lock_cmd, unlock_cmd, renew_cmd] {
+        let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+        let now = t0();
+        cmd(&mut lock, now);
+        let (id, _) = lock.poll_request().unwrap();
+        lock.handle_transport_error(id, "connection refused", now);
+        let done = lock.poll_completion().unwrap();
+        assert_eq!(
+            done.result,
+            Err(Error::Transport {
+                reason: "connection refused".into()
+            })
+        );
+    }
+}
+
+#[test]
+fn request_deadline_times_out_cancels_and_ignores_the_late_answer() {
+    let mut lock = Lock::new(
+        Config::new("lock", "node-a", Duration::from_secs(5))
+            .unwrap()
+            .with_request_timeout(Duration::from_millis(300)),
+    );
+    let now = t0();
+    lock.lock(now);
+    let (id, _) = lock.poll_request().unwrap();
+    assert_eq!(lock.poll_timeout(), Some(now + Duration::from_millis(300)));
+    lock.handle_timeout(now + Duration::from_millis(299));
+    assert!(lock.poll_completion().is_none(), "not yet");
+    lock.handle_timeout(now + Duration::from_millis(300));
+    assert_eq!(lock.poll_cancel(), Some(id));
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::Timeout {
+            after: Duration::from_millis(300)
+        })
+    );
+    // The late success is ignored: no phantom completion, no claimed lock.
+    lock.handle_response(
+        id,
+        fixture("etcd-3.4", "lock_ok").response,
+        now + Duration::from_secs(1),
+    );
+    assert!(lock.poll_completion().is_none());
+    assert_eq!(lock.fence(), None);
+    assert_eq!(lock.poll_timeout(), None);
+}
+
+#[test]
+fn commands_run_one_at_a_time_in_order() {
+    let f = fixture("etcd-3.4", "lock_ok");
+    let mut lock = machine_for(&f);
+    let now = t0();
+    let a = lock.lock(now);
+    let b = lock.renew(now);
+    let c = lock.unlock(now);
+    let (id, _) = lock.poll_request().unwrap();
+    assert!(lock.poll_request().is_none(), "one request at a time");
+    lock.handle_response(id, f.response, now);
+    let (id, r) = lock.poll_request().unwrap();
+    assert_eq!(r.method(), "PUT");
+    lock.handle_response(id, fixture("etcd-3.4", "renew_ok").response, now);
+    let (id, r) = lock.poll_request().unwrap();
+    assert_eq!(r.method(), "DELETE");
+    lock.handle_response(id, fixture("etcd-3.4", "unlock_ok").response, now);
+    let ops: Vec<_> = std::iter::from_fn(|| lock.poll_completion())
+        .map(|c| c.op)
+        .collect();
+    assert_eq!(ops, [a, b, c]);
+    assert!(!lock.is_busy());
+    assert_eq!(lock.fence(), None, "unlocked");
+}
+
+#[test]
+fn destroy_fails_everything_pending_and_cancels() {
+    let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+    let now = t0();
+    lock.set_watching(true, now);
+    let (read, _) = lock.poll_request().unwrap();
+    let a = lock.lock(now);
+    let (req, _) = lock.poll_request().unwrap();
+    let b = lock.unlock(now);
+    lock.destroy(now);
+    let cancels: Vec<_> = std::iter::from_fn(|| lock.poll_cancel()).collect();
+    assert!(cancels.contains(&read) && cancels.contains(&req));
+    let done: Vec<_> = std::iter::from_fn(|| lock.poll_completion()).collect();
+    assert_eq!(done.len(), 2);
+    assert!(done.iter().all(|c| c.result == Err(Error::Destroyed)));
+    assert_eq!((done[0].op, done[1].op), (a, b));
+    let c = lock.lock(now);
+    assert_eq!(
+        lock.poll_completion().unwrap(),
+        Completion {
+            op: c,
+            result: Err(Error::Destroyed)
+        }
+    );
+    assert!(lock.poll_request().is_none());
+    assert_eq!(lock.poll_timeout(), None);
+}
+
+#[test]
+fn validity_deadline_is_send_time_plus_ttl_minus_margin() {
+    let f = fixture("etcd-3.4", "lock_ok");
+    let (key, node) = key_and_node(&f);
+    let mut lock = Lock::new(
+        Config::new(&key, &node, Duration::from_secs(5))
+            .unwrap()
+            .with_safety_margin(Duration::from_millis(700)),
+    );
+    let sent = t0();
+    lock.lock(sent);
+    let (id, _) = lock.poll_request().unwrap();
+    lock.handle_response(id, f.response, sent + Duration::from_secs(1));
+    let fence = lock.fence().unwrap();
+    assert_eq!(fence.valid_until(), sent + Duration::from_millis(4300));
+    assert!(lock.is_held(sent + Duration::from_millis(4299)));
+    assert!(!lock.is_held(sent + Duration::from_millis(4300)));
+}
+
+#[test]
+fn watch_seeing_a_newer_holder_drops_our_claim_but_stale_events_do_not() {
+    let v = "etcd-3.4";
+    let f = fixture(v, "lock_ok"); // token 4 on /lock
+    let mut lock = machine_for(&f);
+    let now = t0();
+    lock.lock(now);
+    let (id, _) = lock.poll_request().unwrap();
+    lock.handle_response(id, f.response, now);
+    assert!(lock.fence().is_some());
+    lock.set_watching(true, now);
+    let (read, _) = lock.poll_request().unwrap();
+    lock.handle_response(read, fixture(v, "get_ok").response, now); // held by node-a, token 4
+    let (watch, _) = lock.poll_request().unwrap();
+    // An expire at a later index than our token: we lost it.
+    let expire = format!(
+        r#"{{"action":"expire","node":{{"key":"/lock","modifiedIndex":9,"createdIndex":4}},"prevNode":{{"key":"/lock","value":"node-a","modifiedIndex":5,"createdIndex":4}}}}"#
+    );
+    lock.handle_response(
+        watch,
+        Response::builder()
+            .status(200)
+            .body(expire.into_bytes())
+            .unwrap(),
+        now,
+    );
+    assert_eq!(lock.fence(), None);
+
+    // A release of an older generation (index below our token) changes nothing.
+    let f = fixture(v, "lock_ok");
+    let mut lock = machine_for(&f);
+    lock.set_watching(true, now);
+    let (read, _) = lock.poll_request().unwrap();
+    let missing = Response::builder()
+        .status(404)
+        .header("X-Etcd-Index", "2")
+        .body(br#"{"errorCode":100,"message":"Key not found","cause":"/lock","index":2}"#.to_vec())
+        .unwrap();
+    lock.handle_response(read, missing, now);
+    let (watch, _) = lock.poll_request().unwrap();
+    lock.lock(now);
+    let (id, _) = lock.poll_request().unwrap();
+    lock.handle_response(id, f.response, now); // token 4
+    let old = r#"{"action":"delete","node":{"key":"/lock","modifiedIndex":3,"createdIndex":2},"prevNode":{"key":"/lock","value":"old","modifiedIndex":2,"createdIndex":2}}"#;
+    lock.handle_response(
+        watch,
+        Response::builder()
+            .status(200)
+            .body(old.as_bytes().to_vec())
+            .unwrap(),
+        now,
+    );
+    assert_eq!(lock.fence().map(|f| f.token()), Some(4));
+}
+
+/// Hostile answers: every one is a typed error, none panics or claims the lock.
+#[test]
+fn malformed_answers_are_protocol_errors() {
+    let huge = vec![b' '; microlock_proto::MAX_RESPONSE_BYTES + 1];
+    let cases: Vec<(u16, Vec<(&str, &str)>, Vec<u8>)> = vec![
+        (
+            201,
+            vec![],
+            b"{\"action\":\"create\",\"node\":{\"key\":\"/k\",\"value\":\"n\",\"createdIndex\""
+                .to_vec(),
+        ),
+        (201, vec![], b"not json".to_vec()),
+        (201, vec![], vec![0xff, 0xfe, 0x00]),
+        (
+            201,
+            vec![],
+            br#"{"action":"create","node":{"key":"/k","value":"n","createdIndex":"7"}}"#.to_vec(),
+        ),
+        (
+            201,
+            vec![],
+            br#"{"action":"create","node":{"key":"/k","value":"other","createdIndex":7}}"#.to_vec(),
+        ),
+        (201, vec![], br#"{"action":"create"}"#.to_vec()),
+        (
+            201,
+            vec![],
+            br#"{"action":"create","node":{"key":"/k","value":"n","createdIndex":-1}}"#.to_vec(),
+        ),
+        (
+            200,
+            vec![],
+            br#"{"action":"delete","node":{"key":"/k"}}"#.to_vec(),
+        ),
+        (
+            201,
+            vec![("X-Etcd-Index", "banana")],
+            br#"{"action":"create","node":{"key":"/k","value":"n","createdIndex":7}}"#.to_vec(),
+        ),
+        (201, vec![], huge),
+        (412, vec![], b"<html>proxy error</html>".to_vec()),
+        (502, vec![], Vec::new()),
+        (302, vec![("Location", "http://elsewhere/")], Vec::new()),
+        (101, vec![], Vec::new()),
+        (201, vec![], Vec::new()),
+    ];
+    for (status, headers, body) in cases {
+        let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+        let now = t0();
+        lock.lock(now);
+        let (id, _) = lock.poll_request().unwrap();
+        let mut r = Response::builder().status(status);
+        for (h, v) in &headers {
+            r = r.header(*h, *v);
+        }
+        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        lock.handle_response(id, r.body(body).unwrap(), now);
+        let result = lock.poll_completion().unwrap().result;
+        assert!(
+            matches!(result, Err(Error::Protocol { .. })),
+            "{status} {shown:?}: {result:?}"
+        );
+        assert_eq!(lock.fence(), None);
+    }
+}
+
+#[test]
+fn time_going_backwards_is_clamped() {
+    let mut lock = Lock::new(
+        Config::new("k", "n", Duration::from_secs(5))
+            .unwrap()
+            .with_request_timeout(Duration::from_secs(1)),
+    );
+    let now = t0() + Duration::from_secs(10);
+    lock.lock(now);
+    let _ = lock.poll_request().unwrap();
+    lock.handle_timeout(now - Duration::from_secs(5));
+    assert!(lock.poll_completion().is_none());
+    lock.handle_timeout(now + Duration::from_secs(1));
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::Timeout { .. })
+    ));
+}
+
+#[test]
+fn unsubscribing_cancels_the_long_poll() {
+    let (mut lock, watch, _) = watching(fixture("etcd-3.4", "get_missing"));
+    lock.set_watching(false, t0());
+    assert_eq!(lock.poll_cancel(), Some(watch));
+    assert!(lock.poll_request().is_none());
+    assert_eq!(lock.poll_timeout(), None);
+    assert_eq!(lock.current_state_event(), None);
+}
