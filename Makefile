@@ -17,6 +17,9 @@ etcd:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The sans-IO rules: no clock, no runtime or HTTP client in the proto crate.
+	@! grep -rnE 'Instant::now|SystemTime::now' microlock-proto/src || { echo "microlock-proto/src reads a clock"; exit 1; }
+	@! $(CARGO) tree -p microlock-proto -e normal --prefix none | grep -E '^(tokio|hyper|async-std|surf) ' || { echo "microlock-proto depends on a runtime"; exit 1; }
 
 # Unit tests, doctests and the integration suite on etcd 3.4; the integration suite on 3.5.
 test: etcd lint

@@ -15,17 +15,18 @@
 //! use std::time::{Duration, Instant};
 //! use microlock_proto::{Config, Error, Lock};
 //!
-//! let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
-//! let t0 = Instant::now();
-//! lock.lock(t0);
-//! let (id, _request) = lock.poll_request().unwrap();
-//! // ... etcd says the key exists:
-//! let body = br#"{"errorCode":105,"message":"Key already exists","cause":"/foo","index":12}"#;
-//! let response = http::Response::builder().status(412).body(body.to_vec())?;
-//! lock.handle_response(id, response, t0);
-//! let done = lock.poll_completion().unwrap();
-//! assert!(matches!(done.result, Err(Error::AlreadyLocked { index: 12, .. })));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! fn try_lock(t0: Instant) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
+//!     lock.lock(t0);
+//!     let (id, _request) = lock.poll_request().unwrap();
+//!     // ... etcd says the key exists:
+//!     let body = br#"{"errorCode":105,"message":"Key already exists","cause":"/foo","index":12}"#;
+//!     let response = http::Response::builder().status(412).body(body.to_vec())?;
+//!     lock.handle_response(id, response, t0);
+//!     let done = lock.poll_completion().unwrap();
+//!     assert!(matches!(done.result, Err(Error::AlreadyLocked { index: 12, .. })));
+//!     Ok(())
+//! }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -109,7 +109,9 @@ struct Watch {
 /// use std::time::{Duration, Instant};
 /// use microlock_proto::{Config, Lock, Outcome};
 ///
-/// let now = Instant::now();
+/// // Time is always an argument: the caller owns the clock (an adapter passes its
+/// // runtime's time, a simulator its virtual time).
+/// fn drive(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
 /// let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
 /// let op = lock.lock(now);
 /// let (id, request) = lock.poll_request().expect("a PUT to send");
@@ -125,7 +127,8 @@ struct Watch {
 /// let Ok(Outcome::Locked(fence)) = done.result else { panic!() };
 /// assert_eq!(fence.token(), 7);
 /// assert!(lock.is_held(now));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok(())
+/// }
 /// ```
 #[derive(Debug)]
 pub struct Lock {
