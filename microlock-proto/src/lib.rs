@@ -32,14 +32,12 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod driver;
 mod encode;
 mod error;
 mod event;
 mod lock;
 mod wire;
-
-#[cfg(feature = "sim")]
-pub mod sim;
 
 pub use config::{
     ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,

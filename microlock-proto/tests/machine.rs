@@ -529,9 +529,7 @@ fn watch_seeing_a_newer_holder_drops_our_claim_but_stale_events_do_not() {
     lock.handle_response(read, fixture(v, "get_ok").response, now); // held by node-a, token 4
     let (watch, _) = lock.poll_request().unwrap();
     // An expire at a later index than our token: we lost it.
-    let expire = format!(
-        r#"{{"action":"expire","node":{{"key":"/lock","modifiedIndex":9,"createdIndex":4}},"prevNode":{{"key":"/lock","value":"node-a","modifiedIndex":5,"createdIndex":4}}}}"#
-    );
+    let expire = r#"{"action":"expire","node":{"key":"/lock","modifiedIndex":9,"createdIndex":4},"prevNode":{"key":"/lock","value":"node-a","modifiedIndex":5,"createdIndex":4}}"#.to_owned();
     lock.handle_response(
         watch,
         Response::builder()
@@ -573,7 +571,8 @@ fn watch_seeing_a_newer_holder_drops_our_claim_but_stale_events_do_not() {
 #[test]
 fn malformed_answers_are_protocol_errors() {
     let huge = vec![b' '; microlock_proto::MAX_RESPONSE_BYTES + 1];
-    let cases: Vec<(u16, Vec<(&str, &str)>, Vec<u8>)> = vec![
+    type Case = (u16, Vec<(&'static str, &'static str)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (
             201,
             vec![],

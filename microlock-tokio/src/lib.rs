@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, NodeId};
 use microlock_proto::{Lock, Outcome};
 
-use crate::driver::Command;
+use crate::driver::{Command, Reply};
 use crate::http_client::HttpClient;
 
 /// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
@@ -193,10 +193,7 @@ impl Microlock {
         let _ = self.commands.send(Command::Destroy);
     }
 
-    async fn run(
-        &self,
-        command: fn(oneshot::Sender<Result<Outcome, Error>>) -> Command,
-    ) -> Result<Outcome, Error> {
+    async fn run(&self, command: fn(Reply) -> Command) -> Result<Outcome, Error> {
         let (sender, receiver) = oneshot::channel();
         self.commands
             .send(command(sender))

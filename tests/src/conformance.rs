@@ -1,7 +1,7 @@
 //! The conformance suite: every integration case, written once, run against every adapter.
 //!
 //! An adapter's test file instantiates it:
-//! ```ignore
+//! ```text
 //! microlock_tests::conformance_suite!(microlock_tokio, microlock_tests::rt::tokio, tokio::test);
 //! ```
 //! `$ml` is the adapter crate (it must export `Etcd`, `Microlock`, `Config`, `Error`, `Event`

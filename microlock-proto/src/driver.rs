@@ -1,0 +1,215 @@
+//! The bookkeeping every adapter needs, written once: which caller waits for which command,
+//! who subscribed to events, which request task to abort.
+//!
+//! An adapter implements [`Runtime`] (start a request, abort it, answer a caller, deliver an
+//! event) and runs one loop: wait for a command, a finished request, or the instant in the
+//! last [`Flow::Continue`]; feed it to the [`Driver`]; stop on [`Flow::Stop`]. Still no I/O,
+//! clock or runtime here: the adapter's handle types stay opaque.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use microlock_proto::driver::{Command, Driver, Flow, Runtime};
+//! use microlock_proto::http::Request;
+//! use microlock_proto::{Config, Error, Event, Lock, Outcome, RequestId};
+//!
+//! /// A toy runtime that records what it is asked to do.
+//! #[derive(Default)]
+//! struct Record {
+//!     sent: Vec<RequestId>,
+//!     answers: Vec<Result<Outcome, Error>>,
+//! }
+//! impl Runtime for Record {
+//!     type Task = ();
+//!     type Reply = ();
+//!     type Subscriber = ();
+//!     fn start(&mut self, id: RequestId, _: Request<Vec<u8>>) { self.sent.push(id) }
+//!     fn abort(&mut self, _: ()) {}
+//!     fn reply(&mut self, _: (), result: Result<Outcome, Error>) { self.answers.push(result) }
+//!     fn deliver(&mut self, _: &(), _: &Event) -> bool { true }
+//!     fn is_closed(&self, _: &()) -> bool { false }
+//! }
+//!
+//! fn run(now: Instant) {
+//!     let mut rt = Record::default();
+//!     let lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+//!     let mut driver = Driver::new(lock);
+//!     let flow = driver.command(&mut rt, Command::Lock(()), now);
+//!     assert!(matches!(flow, Flow::Continue(Some(_)))); // the request's deadline
+//!     let id = rt.sent[0];
+//!     driver.response(&mut rt, id, Err("connection refused".into()), now);
+//!     assert!(matches!(rt.answers[0], Err(Error::Transport { .. })));
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use http::{Request, Response};
+
+use crate::{Error, Event, Lock, OpId, Outcome, RequestId};
+
+/// What an adapter's runtime does for the driver.
+pub trait Runtime {
+    /// A handle on a started request, to abort it.
+    type Task;
+    /// Where a command's result goes (typically a one-shot channel to the caller).
+    type Reply;
+    /// Where events go (typically a channel to an `Events` stream).
+    type Subscriber;
+
+    /// Starts sending `request`; the adapter later feeds the outcome to
+    /// [`Driver::response`] with the same `id`. The handle goes to
+    /// [`abort`](Runtime::abort) if the machine gives up on the request.
+    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> Self::Task;
+    /// Stops a started request (its outcome is no longer wanted).
+    fn abort(&mut self, task: Self::Task);
+    /// Hands a command's result to its caller (who may have gone away).
+    fn reply(&mut self, reply: Self::Reply, result: Result<Outcome, Error>);
+    /// Gives `event` to `subscriber`; `false` when the subscriber is gone.
+    fn deliver(&mut self, subscriber: &Self::Subscriber, event: &Event) -> bool;
+    /// Whether `subscriber` is gone.
+    fn is_closed(&self, subscriber: &Self::Subscriber) -> bool;
+}
+
+/// A request from the public API to the driver.
+#[derive(Debug)]
+pub enum Command<R, S> {
+    /// `lock()`; the result goes to the reply.
+    Lock(R),
+    /// `unlock()`.
+    Unlock(R),
+    /// `renew()`.
+    Renew(R),
+    /// `events()`: a new subscriber.
+    Subscribe(S),
+    /// A subscriber went away.
+    Unsubscribed,
+    /// `destroy()`, or every handle dropped.
+    Destroy,
+}
+
+/// What the adapter's loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going; call [`Driver::timeout`] at this instant at the latest (`None`: no timer).
+    Continue(Option<Instant>),
+    /// The lock was destroyed and everything is settled: end the loop. Dropping the driver
+    /// drops the subscribers, which ends their streams.
+    Stop,
+}
+
+/// The machine plus the adapter's handles on callers, subscribers and requests.
+#[derive(Debug)]
+pub struct Driver<T: Runtime> {
+    lock: Lock,
+    in_flight: HashMap<RequestId, T::Task>,
+    waiting: HashMap<OpId, T::Reply>,
+    subscribers: Vec<T::Subscriber>,
+}
+
+impl<T: Runtime> Driver<T> {
+    /// Wraps a machine.
+    pub fn new(lock: Lock) -> Driver<T> {
+        Driver {
+            lock,
+            in_flight: HashMap::new(),
+            waiting: HashMap::new(),
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// The machine (for getters).
+    pub fn machine(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Feeds a command from the public API.
+    pub fn command(
+        &mut self,
+        rt: &mut T,
+        command: Command<T::Reply, T::Subscriber>,
+        now: Instant,
+    ) -> Flow {
+        let (op, reply) = match command {
+            Command::Lock(reply) => (self.lock.lock(now), reply),
+            Command::Unlock(reply) => (self.lock.unlock(now), reply),
+            Command::Renew(reply) => (self.lock.renew(now), reply),
+            Command::Subscribe(subscriber) => {
+                // Joining a watch already in sync: learn the current holder first.
+                let joined = match self.lock.current_state_event() {
+                    Some(event) => rt.deliver(&subscriber, &event),
+                    None => true,
+                };
+                if joined {
+                    self.subscribers.push(subscriber);
+                }
+                self.lock.set_watching(!self.subscribers.is_empty(), now);
+                return self.flush(rt);
+            }
+            Command::Unsubscribed => {
+                self.subscribers.retain(|s| !rt.is_closed(s));
+                self.lock.set_watching(!self.subscribers.is_empty(), now);
+                return self.flush(rt);
+            }
+            Command::Destroy => {
+                self.lock.destroy(now);
+                return self.flush(rt);
+            }
+        };
+        self.waiting.insert(op, reply);
+        self.flush(rt)
+    }
+
+    /// Feeds the outcome of a request started by [`Runtime::start`]: the response with its
+    /// whole body (at most [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) + 1 bytes), or
+    /// the transport failure's description.
+    pub fn response(
+        &mut self,
+        rt: &mut T,
+        id: RequestId,
+        outcome: Result<Response<Vec<u8>>, String>,
+        now: Instant,
+    ) -> Flow {
+        if self.in_flight.remove(&id).is_some() {
+            match outcome {
+                Ok(response) => self.lock.handle_response(id, response, now),
+                Err(reason) => self.lock.handle_transport_error(id, &reason, now),
+            }
+        }
+        self.flush(rt)
+    }
+
+    /// The timer from the last [`Flow::Continue`] fired (extra calls are harmless).
+    pub fn timeout(&mut self, rt: &mut T, now: Instant) -> Flow {
+        self.lock.handle_timeout(now);
+        self.flush(rt)
+    }
+
+    /// Carries out everything the machine asked for.
+    fn flush(&mut self, rt: &mut T) -> Flow {
+        while let Some(id) = self.lock.poll_cancel() {
+            if let Some(task) = self.in_flight.remove(&id) {
+                rt.abort(task);
+            }
+        }
+        while let Some((id, request)) = self.lock.poll_request() {
+            let task = rt.start(id, request);
+            self.in_flight.insert(id, task);
+        }
+        while let Some(completion) = self.lock.poll_completion() {
+            if let Some(reply) = self.waiting.remove(&completion.op) {
+                rt.reply(reply, completion.result);
+            }
+        }
+        while let Some(event) = self.lock.poll_event() {
+            self.subscribers.retain(|s| rt.deliver(s, &event));
+        }
+        if self.lock.is_destroyed() {
+            for (_, task) in self.in_flight.drain() {
+                rt.abort(task);
+            }
+            return Flow::Stop;
+        }
+        Flow::Continue(self.lock.poll_timeout())
+    }
+}
