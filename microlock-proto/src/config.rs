@@ -288,6 +288,10 @@ pub struct Config {
     safety_margin: Option<Duration>,
     watch_retry_min: Duration,
     watch_retry_max: Duration,
+    auto_renew: bool,
+    renew_interval: Option<Duration>,
+    acquire_jitter: Duration,
+    seed: Option<u64>,
 }
 
 impl Config {
@@ -303,6 +307,10 @@ impl Config {
             safety_margin: None,
             watch_retry_min: Duration::from_millis(50),
             watch_retry_max: Duration::from_secs(2),
+            auto_renew: false,
+            renew_interval: None,
+            acquire_jitter: Duration::from_millis(10),
+            seed: None,
         })
     }
 
@@ -332,6 +340,63 @@ impl Config {
     pub fn with_safety_margin(mut self, margin: Duration) -> Config {
         self.safety_margin = Some(margin.min(self.ttl()));
         self
+    }
+
+    /// Renew the lease automatically while the lock is held (see
+    /// [`with_renew_interval`](Config::with_renew_interval)). Off by default, as in
+    /// microlock; [`Lock::set_auto_renew`](crate::Lock::set_auto_renew) switches it at run time.
+    pub fn with_auto_renew(mut self, on: bool) -> Config {
+        self.auto_renew = on;
+        self
+    }
+
+    /// How often auto-renew refreshes the lease, counted from the send time of the last
+    /// successful lock or renew. Default: a third of the TTL. Raised to at least 10 ms.
+    pub fn with_renew_interval(mut self, interval: Duration) -> Config {
+        self.renew_interval = Some(interval.max(Duration::from_millis(10)));
+        self
+    }
+
+    /// The largest random delay a waiting acquire adds after seeing the key released, so
+    /// that many waiters do not all write at the same instant. Default: 10 ms.
+    pub fn with_acquire_jitter(mut self, jitter: Duration) -> Config {
+        self.acquire_jitter = jitter;
+        self
+    }
+
+    /// The seed of the machine's only randomness (the acquire jitter). Default: derived from
+    /// the node id, so that nodes differ and a run is reproducible.
+    pub fn with_seed(mut self, seed: u64) -> Config {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Whether auto-renew starts on.
+    pub fn auto_renew(&self) -> bool {
+        self.auto_renew
+    }
+
+    /// The auto-renew interval.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval.unwrap_or(self.ttl() / 3)
+    }
+
+    /// The largest acquire jitter.
+    pub fn acquire_jitter(&self) -> Duration {
+        self.acquire_jitter
+    }
+
+    /// The randomness seed.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            // FNV-1a of the node id: stable across runs and platforms.
+            self.node_id
+                .as_str()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                })
+        })
     }
 
     /// The lock key.

@@ -27,6 +27,8 @@
 //!     fn reply(&mut self, _: (), result: Result<Outcome, Error>) { self.answers.push(result) }
 //!     fn deliver(&mut self, _: &(), _: &Event) -> bool { true }
 //!     fn is_closed(&self, _: &()) -> bool { false }
+//!     fn reply_closed(&self, _: &()) -> bool { false }
+//!     fn publish(&mut self, _: Option<microlock_proto::Fence>) {}
 //! }
 //!
 //! fn run(now: Instant) {
@@ -42,11 +44,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
-use crate::{Error, Event, Lock, OpId, Outcome, RequestId};
+use crate::{Error, Event, Fence, Lock, OpId, Outcome, RequestId};
 
 /// What an adapter's runtime does for the driver.
 pub trait Runtime {
@@ -69,6 +71,10 @@ pub trait Runtime {
     fn deliver(&mut self, subscriber: &Self::Subscriber, event: &Event) -> bool;
     /// Whether `subscriber` is gone.
     fn is_closed(&self, subscriber: &Self::Subscriber) -> bool;
+    /// Whether the caller behind `reply` is gone (its future dropped).
+    fn reply_closed(&self, reply: &Self::Reply) -> bool;
+    /// The current hold changed (for synchronous getters such as `is_held()`).
+    fn publish(&mut self, fence: Option<Fence>);
 }
 
 /// A request from the public API to the driver.
@@ -80,8 +86,16 @@ pub enum Command<R, S> {
     Unlock(R),
     /// `renew()`.
     Renew(R),
+    /// `acquire(timeout)`: wait for the lock (`None`: no deadline).
+    Acquire(Option<Duration>, R),
+    /// A caller went away: its command is cancelled.
+    Cancelled,
+    /// Auto-renew on or off.
+    AutoRenew(bool),
     /// `events()`: a new subscriber.
     Subscribe(S),
+    /// A subscriber of [`Event::Lost`] only (starts no watch).
+    SubscribeLost(S),
     /// A subscriber went away.
     Unsubscribed,
     /// `destroy()`, or every handle dropped.
@@ -105,6 +119,8 @@ pub struct Driver<T: Runtime> {
     in_flight: HashMap<RequestId, T::Task>,
     waiting: HashMap<OpId, T::Reply>,
     subscribers: Vec<T::Subscriber>,
+    loss_subscribers: Vec<T::Subscriber>,
+    published: Option<Fence>,
 }
 
 impl<T: Runtime> Driver<T> {
@@ -115,6 +131,8 @@ impl<T: Runtime> Driver<T> {
             in_flight: HashMap::new(),
             waiting: HashMap::new(),
             subscribers: Vec::new(),
+            loss_subscribers: Vec::new(),
+            published: None,
         }
     }
 
@@ -134,6 +152,29 @@ impl<T: Runtime> Driver<T> {
             Command::Lock(reply) => (self.lock.lock(now), reply),
             Command::Unlock(reply) => (self.lock.unlock(now), reply),
             Command::Renew(reply) => (self.lock.renew(now), reply),
+            Command::Acquire(timeout, reply) => {
+                let deadline = timeout.and_then(|t| now.checked_add(t));
+                (self.lock.acquire(deadline, now), reply)
+            }
+            Command::Cancelled => {
+                let gone: Vec<OpId> = (self.waiting.iter())
+                    .filter(|(_, reply)| rt.reply_closed(reply))
+                    .map(|(op, _)| *op)
+                    .collect();
+                for op in gone {
+                    self.waiting.remove(&op);
+                    self.lock.cancel(op, now);
+                }
+                return self.flush(rt);
+            }
+            Command::AutoRenew(on) => {
+                self.lock.set_auto_renew(on, now);
+                return self.flush(rt);
+            }
+            Command::SubscribeLost(subscriber) => {
+                self.loss_subscribers.push(subscriber);
+                return self.flush(rt);
+            }
             Command::Subscribe(subscriber) => {
                 // Joining a watch already in sync: learn the current holder first.
                 let joined = match self.lock.current_state_event() {
@@ -148,6 +189,7 @@ impl<T: Runtime> Driver<T> {
             }
             Command::Unsubscribed => {
                 self.subscribers.retain(|s| !rt.is_closed(s));
+                self.loss_subscribers.retain(|s| !rt.is_closed(s));
                 self.lock.set_watching(!self.subscribers.is_empty(), now);
                 return self.flush(rt);
             }
@@ -203,6 +245,14 @@ impl<T: Runtime> Driver<T> {
         }
         while let Some(event) = self.lock.poll_event() {
             self.subscribers.retain(|s| rt.deliver(s, &event));
+            if matches!(event, Event::Lost { .. }) {
+                self.loss_subscribers.retain(|s| rt.deliver(s, &event));
+            }
+        }
+        let fence = self.lock.fence();
+        if fence != self.published {
+            self.published = fence;
+            rt.publish(fence);
         }
         if self.lock.is_destroyed() {
             for (_, task) in self.in_flight.drain() {

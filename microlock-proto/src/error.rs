@@ -99,6 +99,15 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A waiting acquire did not get the lock before its deadline.
+    #[error("lock not acquired within {waited:?}")]
+    WaitTimeout {
+        /// The time waited.
+        waited: Duration,
+    },
+    /// The operation was cancelled (its future dropped) before it completed.
+    #[error("the operation was cancelled")]
+    Cancelled,
     /// The lock was destroyed before the operation completed.
     #[error("the lock client was destroyed")]
     Destroyed,

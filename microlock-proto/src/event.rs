@@ -30,6 +30,30 @@ pub enum Event {
         /// `true` when the lease ran out rather than being released.
         expired: bool,
     },
+    /// This node stopped holding the lock without unlocking it. From now on
+    /// [`Lock::is_held`](crate::Lock::is_held) is false and the fence with `token` is stale:
+    /// stop using the protected resource. Emitted at the latest at the fence's
+    /// [`valid_until`](Fence::valid_until).
+    Lost {
+        /// The fencing token of the lost hold.
+        token: u64,
+        /// Why.
+        reason: LostReason,
+    },
+}
+
+/// Why a hold was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// The local validity deadline passed without a successful renew.
+    Expired,
+    /// etcd answered that the key is not (or no longer) held by this node.
+    NotOwned,
+    /// The watch saw the key released or taken by another holder.
+    Superseded,
+    /// The lock client was destroyed: nothing renews the lease any more.
+    Destroyed,
 }
 
 /// Proof of holding the lock, returned by a successful lock or renew.
@@ -78,6 +102,8 @@ pub enum Outcome {
     Locked(Fence),
     /// `renew` refreshed the lease.
     Renewed(Fence),
+    /// `acquire` took the key (after waiting, if it was held).
+    Acquired(Fence),
     /// `unlock` released the key.
     Unlocked,
 }

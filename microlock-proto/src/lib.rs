@@ -37,13 +37,16 @@ mod encode;
 mod error;
 mod event;
 mod lock;
+mod op;
+mod rng;
+mod watch;
 mod wire;
 
 pub use config::{
     ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
 };
 pub use error::Error;
-pub use event::{Completion, Event, Fence, OpId, Outcome};
+pub use event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 pub use lock::{Lock, RequestId};
 pub use wire::MAX_RESPONSE_BYTES;
 

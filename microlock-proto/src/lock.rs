@@ -1,14 +1,20 @@
-//! The lock state machine.
+//! The lock state machine: its public surface, input dispatch and timers.
+//!
+//! What a command does lives in [`op`](crate::op); the event watch in
+//! [`watch`](crate::watch).
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{Request, Response};
 
 use crate::config::Config;
-use crate::event::{Completion, Event, Fence, OpId, Outcome};
-use crate::wire::{self, code, Reply};
+use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
+use crate::op::{Kind, Queued, Running};
+use crate::rng::Rng;
+use crate::watch::Watch;
+use crate::wire::{self, Reply};
 use crate::Error;
 
 /// Identifies one HTTP request from [`Lock::poll_request`] to the matching
@@ -16,74 +22,33 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(u64);
 
+impl RequestId {
+    /// The id's number (ids count up from 1 in each machine).
+    pub fn as_raw(self) -> u64 {
+        self.0
+    }
+
+    /// An id from its number, for simulators and tests that replay requests.
+    pub fn from_raw(raw: u64) -> RequestId {
+        RequestId(raw)
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "r{}", self.0)
     }
 }
 
+/// This node's hold of the lock, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OpKind {
-    Lock,
-    Unlock,
-    Renew,
-}
-
-impl OpKind {
-    fn name(self) -> &'static str {
-        match self {
-            OpKind::Lock => "lock",
-            OpKind::Unlock => "unlock",
-            OpKind::Renew => "renew",
-        }
-    }
-}
-
-/// The command whose request is in flight.
-#[derive(Debug)]
-struct Running {
-    op: OpId,
-    kind: OpKind,
-    request: RequestId,
-    sent_at: Instant,
-    deadline: Instant,
-}
-
-/// What the watch last learned about the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
-    Unknown,
-    Free,
-    Held { holder: String, token: u64 },
-}
-
-#[derive(Debug)]
-enum WatchPhase {
-    /// Not watching.
-    Idle,
-    /// A quorum GET to learn the key's state and the index to watch from.
-    Reading {
-        request: RequestId,
-        deadline: Instant,
-    },
-    /// A long poll for the first event at `index` or later.
-    Waiting { request: RequestId, index: u64 },
-    /// Waiting `until` before trying again after a failure.
-    Backoff { until: Instant, resume: Resume },
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Resume {
-    Read,
-    Watch(u64),
-}
-
-#[derive(Debug)]
-struct Watch {
-    wanted: bool,
-    phase: WatchPhase,
-    seen: Seen,
-    retry_delay: Duration,
+pub(crate) struct Held {
+    pub fence: Fence,
+    /// The key's `modifiedIndex` after our last successful write (tells a renew that went
+    /// through from one that did not, when its answer is lost).
+    pub modified: u64,
+    /// When the write that earned `fence` was sent.
+    pub sent_at: Instant,
 }
 
 /// One lock: a sans-IO state machine for one key and one node id.
@@ -91,7 +56,8 @@ struct Watch {
 /// It never performs I/O, never reads a clock and never spawns anything. The caller (an
 /// adapter, a simulator, a test) feeds it time and responses and carries out what it asks:
 ///
-/// - **commands**: [`lock`](Lock::lock), [`unlock`](Lock::unlock), [`renew`](Lock::renew),
+/// - **commands**: [`lock`](Lock::lock), [`acquire`](Lock::acquire), [`unlock`](Lock::unlock),
+///   [`renew`](Lock::renew), [`cancel`](Lock::cancel), [`set_auto_renew`](Lock::set_auto_renew),
 ///   [`set_watching`](Lock::set_watching), [`destroy`](Lock::destroy);
 /// - **inputs**: [`handle_response`](Lock::handle_response),
 ///   [`handle_transport_error`](Lock::handle_transport_error),
@@ -101,9 +67,13 @@ struct Watch {
 ///   [`poll_event`](Lock::poll_event), and [`poll_timeout`](Lock::poll_timeout) for when to call
 ///   `handle_timeout` next.
 ///
-/// Commands run one at a time in the order issued; each gets exactly one [`Completion`].
-/// Request deadlines are the machine's own timers. Time must not go backwards (an earlier
-/// `now` is treated as the latest seen); extra `handle_timeout` calls are harmless.
+/// Commands run one at a time in the order issued (auto-renewals go first); each gets
+/// exactly one [`Completion`]. Request deadlines, retries and the validity deadline are the
+/// machine's own timers. Time must not go backwards (an earlier `now` is treated as the latest
+/// seen); extra `handle_timeout` calls are harmless.
+///
+/// When a write's answer is lost (transport failure, timeout, HTTP 5xx, garbage), the machine
+/// does not guess: it reads the key back (a quorum GET) and answers from what etcd holds.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -132,15 +102,19 @@ struct Watch {
 /// ```
 #[derive(Debug)]
 pub struct Lock {
-    config: Config,
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
     now: Option<Instant>,
-    endpoint: usize,
+    pub(crate) endpoint: usize,
     next_request: u64,
     next_op: u64,
-    queue: VecDeque<(OpId, OpKind)>,
-    running: Option<Running>,
-    held: Option<Fence>,
-    watch: Watch,
+    pub(crate) queue: VecDeque<Queued>,
+    pub(crate) running: Option<Running>,
+    pub(crate) held: Option<Held>,
+    pub(crate) auto_renew: bool,
+    /// When auto-renew next refreshes the lease (while held).
+    pub(crate) renew_at: Option<Instant>,
+    pub(crate) watch: Watch,
     destroyed: bool,
     requests: VecDeque<(RequestId, Request<Vec<u8>>)>,
     cancels: VecDeque<RequestId>,
@@ -151,8 +125,10 @@ pub struct Lock {
 impl Lock {
     /// A machine for the lock `config` describes. It does nothing until commanded.
     pub fn new(config: Config) -> Lock {
-        let (retry_min, _) = config.watch_retry();
         Lock {
+            rng: Rng::new(config.seed()),
+            auto_renew: config.auto_renew(),
+            watch: Watch::new(&config),
             config,
             now: None,
             endpoint: 0,
@@ -161,12 +137,7 @@ impl Lock {
             queue: VecDeque::new(),
             running: None,
             held: None,
-            watch: Watch {
-                wanted: false,
-                phase: WatchPhase::Idle,
-                seen: Seen::Unknown,
-                retry_delay: retry_min,
-            },
+            renew_at: None,
             destroyed: false,
             requests: VecDeque::new(),
             cancels: VecDeque::new(),
@@ -182,40 +153,35 @@ impl Lock {
         &self.config
     }
 
-    /// The proof of the last successful lock or renew, while this node believes it holds the
-    /// lock (cleared by unlock, by etcd saying the lock is not ours, or by the watch seeing the
-    /// key released or taken by someone else). Check [`Fence::valid_until`] or
-    /// [`is_held`](Lock::is_held) before trusting it.
+    /// The proof of the current hold, while this node believes it holds the lock. It is
+    /// cleared by unlock (when sent), by [`Event::Lost`], and never outlives its
+    /// [`valid_until`](Fence::valid_until) past a `handle_timeout` at that instant.
     pub fn fence(&self) -> Option<Fence> {
-        self.held
+        self.held.map(|h| h.fence)
     }
 
     /// Whether this node holds the lock at `now`: it has a fence whose local validity deadline
     /// is still ahead.
     pub fn is_held(&self, now: Instant) -> bool {
-        self.held.is_some_and(|f| now < f.valid_until)
+        self.held.is_some_and(|h| now < h.fence.valid_until)
+    }
+
+    /// Whether auto-renew is on.
+    pub fn auto_renew(&self) -> bool {
+        self.auto_renew
     }
 
     /// The holder the watch last saw (`None` when free or unknown). Only maintained while
     /// watching.
     pub fn observed_holder(&self) -> Option<&str> {
-        match &self.watch.seen {
-            Seen::Held { holder, .. } => Some(holder),
-            _ => None,
-        }
+        self.watch.observed_holder()
     }
 
     /// What a new subscriber should be told first: `Locked` by the current holder when the
     /// watch is in sync and the key is held. (Subscribers present when the watch starts get
     /// the same event from [`poll_event`](Lock::poll_event).)
     pub fn current_state_event(&self) -> Option<Event> {
-        match &self.watch.seen {
-            Seen::Held { holder, token } if self.watch.wanted => Some(Event::Locked {
-                holder: holder.clone(),
-                token: *token,
-            }),
-            _ => None,
-        }
+        self.watch.current_state_event()
     }
 
     /// Whether a watch is wanted ([`set_watching`](Lock::set_watching)).
@@ -233,29 +199,71 @@ impl Lock {
         self.running.is_some() || !self.queue.is_empty()
     }
 
+    /// Whether a request is in flight or a timer is armed: a machine with work to do that is
+    /// neither is stalled (a simulator checks this).
+    pub fn has_pending_io(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.request().is_some())
+            || self.watch.request().is_some()
+            || self.poll_timeout().is_some()
+    }
+
     // ----- commands ------------------------------------------------------------------------
 
-    /// Tries to take the lock (etcd create-if-absent). Completes with
+    /// Tries once to take the lock (etcd create-if-absent). Completes with
     /// [`Outcome::Locked`] or [`Error::AlreadyLocked`] (also when this node already holds
     /// it, as in microlock for Node.js).
     pub fn lock(&mut self, now: Instant) -> OpId {
-        self.command(OpKind::Lock, now)
+        self.command(Kind::Lock, false, now)
     }
 
-    /// Releases the lock if this node holds it. Completes with [`Outcome::Unlocked`] or
-    /// [`Error::LockNotOwned`].
+    /// Takes the lock, waiting for it to be released if it is held: it watches the key for
+    /// its release (delete or expiry) and tries again after a small seeded jitter, without
+    /// polling. Completes with [`Outcome::Acquired`], or [`Error::WaitTimeout`] once
+    /// `deadline` (if any) has passed with no attempt in flight, or [`Error::AlreadyLocked`]
+    /// at once if this machine already holds the lock. An attempt in flight at the deadline
+    /// is allowed to finish.
+    pub fn acquire(&mut self, deadline: Option<Instant>, now: Instant) -> OpId {
+        let now = self.tick(now);
+        self.command(
+            Kind::Acquire {
+                deadline,
+                started: now,
+            },
+            false,
+            now,
+        )
+    }
+
+    /// Releases the lock if this node holds it. This node stops claiming the lock as soon as
+    /// the request is sent. Completes with [`Outcome::Unlocked`] or [`Error::LockNotOwned`].
     pub fn unlock(&mut self, now: Instant) -> OpId {
-        self.command(OpKind::Unlock, now)
+        self.command(Kind::Unlock { token: None }, false, now)
     }
 
     /// Extends the lease by the TTL if this node holds it. Completes with
-    /// [`Outcome::Renewed`] or [`Error::LockNotOwned`].
+    /// [`Outcome::Renewed`] or [`Error::LockNotOwned`] (which also ends the hold:
+    /// [`Event::Lost`]).
     pub fn renew(&mut self, now: Instant) -> OpId {
-        self.command(OpKind::Renew, now)
+        self.command(Kind::Renew, false, now)
     }
 
-    /// Starts or stops watching the key for [`Event`]s. While not watching, the machine holds
-    /// no long poll.
+    /// Abandons command `op`: it completes with [`Error::Cancelled`] now. A waiting acquire
+    /// stops waiting (its watch is cancelled). A write already sent cannot be recalled: the
+    /// machine waits for its outcome in the background and, if it took the lock, releases it.
+    pub fn cancel(&mut self, op: OpId, now: Instant) {
+        let now = self.tick(now);
+        self.cancel_op(op, now);
+    }
+
+    /// Switches auto-renew on or off.
+    pub fn set_auto_renew(&mut self, on: bool, now: Instant) {
+        let now = self.tick(now);
+        self.auto_renew = on;
+        self.schedule_renew(now, false);
+    }
+
+    /// Starts or stops watching the key for [`Event::Locked`] / [`Event::Unlocked`]. While
+    /// not watching, the machine holds no long poll. ([`Event::Lost`] needs no watch.)
     pub fn set_watching(&mut self, watching: bool, now: Instant) {
         let now = self.tick(now);
         if self.destroyed || watching == self.watch.wanted {
@@ -263,7 +271,7 @@ impl Lock {
         }
         self.watch.wanted = watching;
         if watching {
-            self.watch.retry_delay = self.config.watch_retry().0;
+            self.watch.reset_retry(&self.config);
             self.start_read(now);
         } else {
             self.stop_watch();
@@ -271,7 +279,8 @@ impl Lock {
     }
 
     /// Stops everything: in-flight requests are cancelled, every pending command completes
-    /// with [`Error::Destroyed`], the watch ends, and later commands complete with
+    /// with [`Error::Destroyed`], a hold ends with [`Event::Lost`] (nothing will renew it),
+    /// the watch ends, and later commands complete with
     /// [`Error::Destroyed`] at once. The lock key itself is left as it is in etcd (it expires
     /// with its TTL); call [`unlock`](Lock::unlock) first to release it.
     pub fn destroy(&mut self, now: Instant) {
@@ -280,14 +289,23 @@ impl Lock {
             return;
         }
         self.destroyed = true;
+        self.lose(LostReason::Destroyed);
         self.stop_watch();
         self.watch.wanted = false;
+        self.renew_at = None;
+        self.auto_renew = false;
         if let Some(running) = self.running.take() {
-            self.cancels.push_back(running.request);
-            self.complete(running.op, Err(Error::Destroyed));
+            if let Some(request) = running.request() {
+                self.cancels.push_back(request);
+            }
+            if running.caller {
+                self.complete(running.op, Err(Error::Destroyed));
+            }
         }
-        while let Some((op, _)) = self.queue.pop_front() {
-            self.complete(op, Err(Error::Destroyed));
+        while let Some(queued) = self.queue.pop_front() {
+            if queued.caller {
+                self.complete(queued.op, Err(Error::Destroyed));
+            }
         }
     }
 
@@ -299,7 +317,7 @@ impl Lock {
     pub fn handle_response(&mut self, id: RequestId, response: Response<Vec<u8>>, now: Instant) {
         let now = self.tick(now);
         let reply = wire::parse(&response);
-        self.handle_reply(id, reply, now);
+        self.dispatch(id, reply, now);
     }
 
     /// Reports that request `id` failed before a complete response arrived (connection
@@ -308,41 +326,27 @@ impl Lock {
         let now = self.tick(now);
         if self.is_current(id) {
             // The member may be down: the next request goes to the next endpoint.
-            self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
+            self.next_endpoint();
         }
-        self.handle_reply(
-            id,
-            Err(Error::Transport {
-                reason: reason.to_owned(),
-            }),
-            now,
-        );
+        let error = Error::Transport {
+            reason: reason.to_owned(),
+        };
+        self.dispatch(id, Err(error), now);
     }
 
-    /// Runs the timers due at `now`: request deadlines and watch retries.
+    /// Runs the timers due at `now`: request deadlines, retries, acquire deadlines,
+    /// auto-renew and the validity deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
-        if let Some(running) = &self.running {
-            if running.deadline <= now {
-                let request = running.request;
-                self.cancels.push_back(request);
-                self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
-                let after = self.config.request_timeout();
-                self.finish_op(Err(Error::Timeout { after }), now);
-            }
+        if self.held.is_some_and(|h| h.fence.valid_until <= now) {
+            self.lose(LostReason::Expired);
         }
-        match self.watch.phase {
-            WatchPhase::Reading { request, deadline } if deadline <= now => {
-                self.cancels.push_back(request);
-                self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
-                self.watch_backoff(Resume::Read, now);
-            }
-            WatchPhase::Backoff { until, resume } if until <= now => match resume {
-                Resume::Read => self.start_read(now),
-                Resume::Watch(index) => self.start_watch(index),
-            },
-            _ => {}
+        if self.renew_at.is_some_and(|at| at <= now) {
+            self.renew_at = None;
+            self.queue_internal(Kind::Renew, now);
         }
+        self.op_timers(now);
+        self.watch_timers(now);
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -364,26 +368,25 @@ impl Lock {
         self.completions.pop_front()
     }
 
-    /// The next lock-state event.
+    /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Lock::handle_timeout) must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let op = self.running.as_ref().map(|r| r.deadline);
-        let watch = match self.watch.phase {
-            WatchPhase::Reading { deadline, .. } => Some(deadline),
-            WatchPhase::Backoff { until, .. } => Some(until),
-            WatchPhase::Idle | WatchPhase::Waiting { .. } => None,
-        };
-        match (op, watch) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.running.as_ref().and_then(Running::timer),
+            self.watch.timer(),
+            self.held.map(|h| h.fence.valid_until),
+            self.renew_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    // ----- internals -----------------------------------------------------------------------
+    // ----- shared internals ----------------------------------------------------------------
 
     fn tick(&mut self, now: Instant) -> Instant {
         let now = match self.now {
@@ -394,306 +397,97 @@ impl Lock {
         now
     }
 
-    fn new_request(&mut self) -> RequestId {
+    pub(crate) fn new_request(&mut self, request: Request<Vec<u8>>) -> RequestId {
         self.next_request += 1;
-        RequestId(self.next_request)
+        let id = RequestId(self.next_request);
+        self.requests.push_back((id, request));
+        id
     }
 
-    fn is_current(&self, id: RequestId) -> bool {
-        self.running.as_ref().is_some_and(|r| r.request == id)
-            || matches!(self.watch.phase,
-                WatchPhase::Reading { request, .. } | WatchPhase::Waiting { request, .. } if request == id)
+    pub(crate) fn cancel_request(&mut self, id: RequestId) {
+        self.cancels.push_back(id);
     }
 
-    fn command(&mut self, kind: OpKind, now: Instant) -> OpId {
-        let now = self.tick(now);
+    pub(crate) fn next_endpoint(&mut self) {
+        self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
+    }
+
+    pub(crate) fn endpoint(&self) -> &crate::config::Endpoint {
+        &self.config.endpoints()[self.endpoint]
+    }
+
+    pub(crate) fn new_op(&mut self) -> OpId {
         self.next_op += 1;
-        let op = OpId(self.next_op);
+        OpId(self.next_op)
+    }
+
+    fn command(&mut self, kind: Kind, internal: bool, now: Instant) -> OpId {
+        let now = self.tick(now);
+        let op = self.new_op();
         if self.destroyed {
             self.complete(op, Err(Error::Destroyed));
         } else {
-            self.queue.push_back((op, kind));
+            self.queue.push_back(Queued {
+                op,
+                kind,
+                caller: !internal,
+            });
             self.start_next_op(now);
         }
         op
     }
 
-    fn start_next_op(&mut self, now: Instant) {
-        if self.running.is_some() {
-            return;
-        }
-        let Some((op, kind)) = self.queue.pop_front() else {
-            return;
-        };
-        let endpoint = &self.config.endpoints()[self.endpoint];
-        let request = match kind {
-            OpKind::Lock => wire::lock(endpoint, &self.config),
-            OpKind::Unlock => wire::unlock(endpoint, &self.config),
-            OpKind::Renew => wire::renew(endpoint, &self.config),
-        };
-        let id = self.new_request();
-        self.requests.push_back((id, request));
-        self.running = Some(Running {
-            op,
-            kind,
-            request: id,
-            sent_at: now,
-            deadline: now + self.config.request_timeout(),
-        });
-    }
-
-    fn complete(&mut self, op: OpId, result: Result<Outcome, Error>) {
+    pub(crate) fn complete(&mut self, op: OpId, result: Result<Outcome, Error>) {
         self.completions.push_back(Completion { op, result });
     }
 
-    fn finish_op(&mut self, result: Result<Outcome, Error>, now: Instant) {
-        if let Some(running) = self.running.take() {
-            self.complete(running.op, result);
-        }
-        self.start_next_op(now);
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
     }
 
-    fn handle_reply(&mut self, id: RequestId, reply: Result<Reply, Error>, now: Instant) {
-        if let Some(running) = &self.running {
-            if running.request == id {
-                let (kind, sent_at) = (running.kind, running.sent_at);
-                let result = self.op_result(kind, sent_at, reply);
-                self.finish_op(result, now);
-                return;
-            }
-        }
-        match self.watch.phase {
-            WatchPhase::Reading { request, .. } if request == id => self.on_read(reply, now),
-            WatchPhase::Waiting { request, index } if request == id => {
-                self.on_watch(index, reply, now)
-            }
-            _ => {} // a stale answer to a request given up on
-        }
+    fn is_current(&self, id: RequestId) -> bool {
+        self.running.as_ref().and_then(Running::request) == Some(id)
+            || self.watch.request() == Some(id)
     }
 
-    /// What a command's answer means. The single place where etcd answers become results.
-    fn op_result(
-        &mut self,
-        kind: OpKind,
-        sent_at: Instant,
-        reply: Result<Reply, Error>,
-    ) -> Result<Outcome, Error> {
-        let key = || self.config.key().as_str().to_owned();
-        let reply = reply?;
-        match (kind, reply) {
-            (OpKind::Lock, Reply::Action { action, .. }) if action.action == "create" => {
-                let fence = self.fence_from(kind, sent_at, action.node.as_ref())?;
-                self.held = Some(fence);
-                Ok(Outcome::Locked(fence))
-            }
-            (
-                OpKind::Lock,
-                Reply::Error {
-                    error, etcd_index, ..
-                },
-            ) if error.code == code::NODE_EXIST => Err(Error::AlreadyLocked {
-                key: key(),
-                index: error.index.or(etcd_index).unwrap_or(0),
-            }),
-            (OpKind::Renew, Reply::Action { action, .. }) if action.action == "compareAndSwap" => {
-                let fence = self.fence_from(kind, sent_at, action.node.as_ref())?;
-                self.held = Some(fence);
-                Ok(Outcome::Renewed(fence))
-            }
-            (OpKind::Unlock, Reply::Action { action, .. })
-                if action.action == "compareAndDelete" =>
-            {
-                self.held = None;
-                Ok(Outcome::Unlocked)
-            }
-            (OpKind::Unlock | OpKind::Renew, Reply::Error { error, .. })
-                if error.code == code::TEST_FAILED || error.code == code::KEY_NOT_FOUND =>
-            {
-                self.held = None;
-                Err(Error::LockNotOwned { key: key() })
-            }
-            (kind, reply) => Err(reply.into_error(kind.name())),
+    fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, now: Instant) {
+        if self.running.as_ref().and_then(Running::request) == Some(id) {
+            self.on_op_reply(reply, now);
+        } else if self.watch.request() == Some(id) {
+            self.on_watch_reply(id, reply, now);
+        }
+        // Otherwise: a stale answer to a request given up on.
+    }
+
+    /// Ends the hold for `reason` (no-op when not holding): [`Event::Lost`].
+    pub(crate) fn lose(&mut self, reason: LostReason) {
+        if let Some(held) = self.held.take() {
+            self.renew_at = None;
+            self.emit(Event::Lost {
+                token: held.fence.token,
+                reason,
+            });
         }
     }
 
-    /// The fence a successful lock or renew earns: the node must be ours.
-    fn fence_from(
-        &self,
-        kind: OpKind,
-        sent_at: Instant,
-        node: Option<&wire::Node>,
-    ) -> Result<Fence, Error> {
-        let protocol = |what: &str| Error::Protocol {
-            reason: format!("{} answer {what}", kind.name()),
-        };
-        let node = node.ok_or_else(|| protocol("has no node"))?;
-        if node.value.as_deref() != Some(self.config.node_id().as_str()) {
-            return Err(protocol("holds another node's value"));
-        }
-        let token = node
-            .created_index
-            .ok_or_else(|| protocol("has no createdIndex"))?;
-        let lease = self.config.ttl() - self.config.safety_margin();
-        Ok(Fence {
-            token,
-            valid_until: sent_at + lease,
-        })
-    }
-
-    // ----- the watch -----------------------------------------------------------------------
-
-    fn stop_watch(&mut self) {
-        match std::mem::replace(&mut self.watch.phase, WatchPhase::Idle) {
-            WatchPhase::Reading { request, .. } | WatchPhase::Waiting { request, .. } => {
-                self.cancels.push_back(request)
-            }
-            WatchPhase::Idle | WatchPhase::Backoff { .. } => {}
-        }
-        self.watch.seen = Seen::Unknown;
-    }
-
-    fn start_read(&mut self, now: Instant) {
-        let id = self.new_request();
-        let request = wire::read(&self.config.endpoints()[self.endpoint], &self.config);
-        self.requests.push_back((id, request));
-        self.watch.phase = WatchPhase::Reading {
-            request: id,
-            deadline: now + self.config.request_timeout(),
-        };
-    }
-
-    fn start_watch(&mut self, index: u64) {
-        let id = self.new_request();
-        let request = wire::watch(&self.config.endpoints()[self.endpoint], &self.config, index);
-        self.requests.push_back((id, request));
-        self.watch.phase = WatchPhase::Waiting { request: id, index };
-    }
-
-    fn watch_backoff(&mut self, resume: Resume, now: Instant) {
-        let (_, max) = self.config.watch_retry();
-        let delay = self.watch.retry_delay;
-        self.watch.retry_delay = (delay * 2).min(max);
-        self.watch.phase = WatchPhase::Backoff {
-            until: now + delay,
-            resume,
-        };
-    }
-
-    /// The quorum GET that (re)starts a watch: learn the state and where to watch from.
-    fn on_read(&mut self, reply: Result<Reply, Error>, now: Instant) {
-        let learned = match reply {
-            Ok(Reply::Action {
-                action,
-                etcd_index: Some(index),
-            }) if action.action == "get" => match action.node {
-                Some(node) if !node.dir => match (node.value, node.created_index) {
-                    (Some(holder), Some(token)) => Some((Seen::Held { holder, token }, index)),
-                    _ => None,
-                },
-                // A directory at the lock key: nobody holds the lock.
-                Some(_) => Some((Seen::Free, index)),
-                None => None,
-            },
-            Ok(Reply::Error {
-                error, etcd_index, ..
-            }) if error.code == code::KEY_NOT_FOUND => {
-                error.index.or(etcd_index).map(|index| (Seen::Free, index))
+    /// Arms (or disarms) the auto-renew timer from the current hold: an interval after the
+    /// last successful write, or soon after a failed auto-renew.
+    pub(crate) fn schedule_renew(&mut self, now: Instant, failed: bool) {
+        let renewing = self
+            .queue
+            .iter()
+            .any(|q| q.kind == Kind::Renew && !q.caller)
+            || self
+                .running
+                .as_ref()
+                .is_some_and(|r| r.kind == Kind::Renew && !r.caller);
+        self.renew_at = match self.held {
+            Some(held) if self.auto_renew && !self.destroyed && !renewing => {
+                let due = held.sent_at + self.config.renew_interval();
+                let retry = now + self.config.watch_retry().0 * 4;
+                Some(if failed { due.max(retry) } else { due })
             }
             _ => None,
         };
-        let Some((seen, index)) = learned else {
-            self.watch_backoff(Resume::Read, now);
-            return;
-        };
-        self.watch.retry_delay = self.config.watch_retry().0;
-        // After a resync, report what changed while we were not looking.
-        let before = std::mem::replace(&mut self.watch.seen, seen.clone());
-        match (before, seen) {
-            // A new watch: a subscriber learns the current holder first.
-            (Seen::Unknown, Seen::Held { holder, token }) => {
-                self.observe(Event::Locked { holder, token }, token)
-            }
-            (Seen::Unknown, _) => {}
-            (a, b) if a == b => {}
-            (before, after) => {
-                if let Seen::Held { holder, token } = before {
-                    self.observe(
-                        Event::Unlocked {
-                            previous_holder: Some(holder),
-                            expired: false,
-                        },
-                        token,
-                    );
-                }
-                if let Seen::Held { holder, token } = after {
-                    self.observe(Event::Locked { holder, token }, token);
-                }
-            }
-        }
-        self.start_watch(index + 1);
-    }
-
-    /// The answer to a long poll: one event, an empty close, or an error.
-    fn on_watch(&mut self, index: u64, reply: Result<Reply, Error>, now: Instant) {
-        match reply {
-            Ok(Reply::Action { action, .. }) => {
-                let Some(node) = action.node else {
-                    return self.watch_backoff(Resume::Read, now);
-                };
-                let Some(modified) = node.modified_index else {
-                    return self.watch_backoff(Resume::Read, now);
-                };
-                match action.action.as_str() {
-                    "create" | "set" | "update" | "compareAndSwap" => {
-                        let (Some(holder), Some(token)) = (node.value, node.created_index) else {
-                            return self.watch_backoff(Resume::Read, now);
-                        };
-                        self.watch.seen = Seen::Held {
-                            holder: holder.clone(),
-                            token,
-                        };
-                        self.observe(Event::Locked { holder, token }, modified);
-                    }
-                    "delete" | "compareAndDelete" | "expire" => {
-                        self.watch.seen = Seen::Free;
-                        let previous_holder = action.prev_node.and_then(|n| n.value);
-                        let expired = action.action == "expire";
-                        self.observe(
-                            Event::Unlocked {
-                                previous_holder,
-                                expired,
-                            },
-                            modified,
-                        );
-                    }
-                    // Anything else (e.g. a directory operation) says nothing about the lock.
-                    _ => {}
-                }
-                self.watch.retry_delay = self.config.watch_retry().0;
-                self.start_watch(modified.max(index) + 1);
-            }
-            // The member ended the long poll without an event: ask again from the same index.
-            Ok(Reply::Empty) => self.watch_backoff(Resume::Watch(index), now),
-            Ok(Reply::Error { error, .. }) if error.code == code::EVENT_INDEX_CLEARED => {
-                self.start_read(now)
-            }
-            Err(Error::Transport { .. }) => self.watch_backoff(Resume::Watch(index), now),
-            Ok(Reply::Error { .. }) | Err(_) => self.watch_backoff(Resume::Read, now),
-        }
-    }
-
-    /// Emits `event` (which happened at etcd index `at`) and drops our claim when it shows
-    /// that someone else took the key, or that it was released, after we acquired it.
-    fn observe(&mut self, event: Event, at: u64) {
-        if let Some(fence) = self.held {
-            let lost = match &event {
-                Event::Locked { token, .. } => *token != fence.token && *token > fence.token,
-                Event::Unlocked { .. } => at > fence.token,
-            };
-            if lost {
-                self.held = None;
-            }
-        }
-        self.events.push_back(event);
     }
 }

@@ -151,6 +151,46 @@ impl Reply {
     }
 }
 
+/// What the key holds, from the answer to a quorum GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyState {
+    /// No such key; `index` is etcd's index at the read.
+    Absent { index: u64 },
+    /// The key with its value (empty for a directory) and indexes.
+    Present {
+        value: String,
+        created: u64,
+        modified: u64,
+        index: u64,
+    },
+}
+
+impl KeyState {
+    /// Reads a GET's answer; `None` when it is not a clear answer (an error, garbage).
+    pub(crate) fn from_read(reply: Result<Reply, Error>) -> Option<KeyState> {
+        match reply.ok()? {
+            Reply::Action {
+                action,
+                etcd_index: Some(index),
+            } if action.action == "get" => {
+                let node = action.node?;
+                Some(KeyState::Present {
+                    value: if node.dir { String::new() } else { node.value? },
+                    created: node.created_index?,
+                    modified: node.modified_index?,
+                    index,
+                })
+            }
+            Reply::Error {
+                error, etcd_index, ..
+            } if error.code == code::KEY_NOT_FOUND => Some(KeyState::Absent {
+                index: error.index.or(etcd_index)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
 fn snippet(body: &[u8]) -> String {
     const SHOWN: usize = 120;
     let shown = &body[..body.len().min(SHOWN)];

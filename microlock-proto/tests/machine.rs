@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use http::Response;
-use microlock_proto::{Completion, Config, Endpoint, Error, Event, Lock, Outcome, RequestId};
+use microlock_proto::{
+    Completion, Config, Endpoint, Error, Event, Lock, LostReason, Outcome, RequestId,
+};
 use serde_json::Value;
 
 const VERSIONS: [&str; 2] = ["etcd-3.4", "etcd-3.5"];
@@ -79,6 +81,60 @@ fn machine_for(f: &Fixture) -> Lock {
 
 fn t0() -> Instant {
     Instant::now()
+}
+
+/// Runs `lock` until the command completes, answering each quorum read (the resolution of a
+/// lost answer) with `read()` — a response, or `None` for a transport failure — and jumping
+/// time to every timer. Panics on a stall.
+fn settle(
+    lock: &mut Lock,
+    now: &mut Instant,
+    read: impl Fn() -> Option<Response<Vec<u8>>>,
+) -> Completion {
+    for _ in 0..100 {
+        if let Some(done) = lock.poll_completion() {
+            return done;
+        }
+        if let Some((id, request)) = lock.poll_request() {
+            assert_eq!(request.method(), "GET", "only reads while settling");
+            assert_eq!(request.uri().query(), Some("quorum=true"));
+            match read() {
+                Some(response) => lock.handle_response(id, response, *now),
+                None => lock.handle_transport_error(id, "connection refused", *now),
+            }
+        } else if let Some(at) = lock.poll_timeout() {
+            *now = at;
+            lock.handle_timeout(at);
+        } else {
+            panic!("stalled: no request, no timer, no completion");
+        }
+    }
+    panic!("no completion after 100 steps")
+}
+
+fn absent() -> Option<Response<Vec<u8>>> {
+    Some(
+        Response::builder()
+            .status(404)
+            .header("X-Etcd-Index", "50")
+            .body(
+                br#"{"errorCode":100,"message":"Key not found","cause":"/k","index":50}"#.to_vec(),
+            )
+            .unwrap(),
+    )
+}
+
+fn present(key: &str, value: &str, created: u64, modified: u64) -> Option<Response<Vec<u8>>> {
+    let body = format!(
+        r#"{{"action":"get","node":{{"key":"/{key}","value":"{value}","ttl":5,"modifiedIndex":{modified},"createdIndex":{created}}}}}"#
+    );
+    Some(
+        Response::builder()
+            .status(200)
+            .header("X-Etcd-Index", "60")
+            .body(body.into_bytes())
+            .unwrap(),
+    )
 }
 
 /// Issues `command`, checks the request is byte-for-byte the recorded one, feeds the recorded
@@ -396,11 +452,12 @@ fn watch_retries_back_off_and_rotate_endpoints() {
 fn transport_errors_are_never_contention() {
     for cmd in [lock_cmd, unlock_cmd, renew_cmd] {
         let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
-        let now = t0();
+        let mut now = t0();
         cmd(&mut lock, now);
         let (id, _) = lock.poll_request().unwrap();
         lock.handle_transport_error(id, "connection refused", now);
-        let done = lock.poll_completion().unwrap();
+        // etcd stays unreachable: the outcome cannot be settled, the failure is reported.
+        let done = settle(&mut lock, &mut now, || None);
         assert_eq!(
             done.result,
             Err(Error::Transport {
@@ -423,21 +480,21 @@ fn request_deadline_times_out_cancels_and_ignores_the_late_answer() {
     assert_eq!(lock.poll_timeout(), Some(now + Duration::from_millis(300)));
     lock.handle_timeout(now + Duration::from_millis(299));
     assert!(lock.poll_completion().is_none(), "not yet");
-    lock.handle_timeout(now + Duration::from_millis(300));
+    let mut now = now + Duration::from_millis(300);
+    lock.handle_timeout(now);
     assert_eq!(lock.poll_cancel(), Some(id));
+    assert!(lock.poll_completion().is_none(), "settled first");
+    // The late answer to the abandoned request is ignored.
+    lock.handle_response(id, fixture("etcd-3.4", "lock_ok").response, now);
+    assert!(lock.poll_completion().is_none());
+    // The key is absent: the lock did not happen.
+    let done = settle(&mut lock, &mut now, absent);
     assert_eq!(
-        lock.poll_completion().unwrap().result,
+        done.result,
         Err(Error::Timeout {
             after: Duration::from_millis(300)
         })
     );
-    // The late success is ignored: no phantom completion, no claimed lock.
-    lock.handle_response(
-        id,
-        fixture("etcd-3.4", "lock_ok").response,
-        now + Duration::from_secs(1),
-    );
-    assert!(lock.poll_completion().is_none());
     assert_eq!(lock.fence(), None);
     assert_eq!(lock.poll_timeout(), None);
 }
@@ -625,7 +682,9 @@ fn malformed_answers_are_protocol_errors() {
         }
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
         lock.handle_response(id, r.body(body).unwrap(), now);
-        let result = lock.poll_completion().unwrap().result;
+        let mut now = now;
+        // A garbled answer leaves the outcome unknown: settled by a read (the key is absent).
+        let result = settle(&mut lock, &mut now, absent).result;
         assert!(
             matches!(result, Err(Error::Protocol { .. })),
             "{status} {shown:?}: {result:?}"
@@ -646,11 +705,10 @@ fn time_going_backwards_is_clamped() {
     let _ = lock.poll_request().unwrap();
     lock.handle_timeout(now - Duration::from_secs(5));
     assert!(lock.poll_completion().is_none());
-    lock.handle_timeout(now + Duration::from_secs(1));
-    assert!(matches!(
-        lock.poll_completion().unwrap().result,
-        Err(Error::Timeout { .. })
-    ));
+    let mut now = now + Duration::from_secs(1);
+    lock.handle_timeout(now);
+    let done = settle(&mut lock, &mut now, absent);
+    assert!(matches!(done.result, Err(Error::Timeout { .. })));
 }
 
 #[test]
@@ -661,4 +719,439 @@ fn unsubscribing_cancels_the_long_poll() {
     assert!(lock.poll_request().is_none());
     assert_eq!(lock.poll_timeout(), None);
     assert_eq!(lock.current_state_event(), None);
+}
+
+// ----- lost answers are settled by a read, not guessed ----------------------------------------
+
+fn one(lock: &mut Lock) -> (RequestId, http::Request<Vec<u8>>) {
+    let r = lock.poll_request().expect("a request");
+    assert!(lock.poll_request().is_none(), "exactly one request");
+    r
+}
+
+fn config_k() -> Config {
+    Config::new("k", "n", Duration::from_secs(5)).unwrap()
+}
+
+fn created(created: u64, value: &str) -> Response<Vec<u8>> {
+    let body = format!(
+        r#"{{"action":"create","node":{{"key":"/k","value":"{value}","ttl":5,"modifiedIndex":{created},"createdIndex":{created}}}}}"#
+    );
+    Response::builder()
+        .status(201)
+        .header("X-Etcd-Index", created.to_string())
+        .body(body.into_bytes())
+        .unwrap()
+}
+
+fn raft_timeout() -> Response<Vec<u8>> {
+    Response::builder()
+        .status(500)
+        .body(br#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed out","index":0}"#.to_vec())
+        .unwrap()
+}
+
+#[test]
+fn lost_lock_answer_that_took_the_key_is_a_lock() {
+    let mut lock = Lock::new(config_k());
+    let sent = t0();
+    lock.lock(sent);
+    let (id, _) = one(&mut lock);
+    let mut now = sent + Duration::from_secs(1);
+    lock.handle_response(id, raft_timeout(), now);
+    let done = settle(&mut lock, &mut now, || present("k", "n", 9, 9));
+    let Ok(Outcome::Locked(fence)) = done.result else {
+        panic!("{:?}", done.result)
+    };
+    assert_eq!(fence.token(), 9);
+    // Valid from the send time, not the time it was learned.
+    assert_eq!(fence.valid_until(), sent + Duration::from_millis(4500));
+}
+
+#[test]
+fn lost_lock_answer_with_another_holder_is_already_locked() {
+    let mut lock = Lock::new(config_k());
+    let mut now = t0();
+    lock.lock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle(&mut lock, &mut now, || present("k", "other", 5, 5));
+    assert!(
+        matches!(done.result, Err(Error::AlreadyLocked { .. })),
+        "{:?}",
+        done.result
+    );
+}
+
+fn locked(lock: &mut Lock, now: Instant, token: u64) {
+    lock.lock(now);
+    let (id, _) = one(lock);
+    lock.handle_response(id, created(token, lock.config().node_id().as_str()), now);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Locked(_))
+    ));
+}
+
+#[test]
+fn lost_unlock_answers_are_settled() {
+    // Gone: the unlock worked (or the lease ran out): either way, released.
+    let mut lock = Lock::new(config_k());
+    let mut now = t0();
+    locked(&mut lock, now, 7);
+    lock.unlock(now);
+    assert!(!lock.is_held(now), "no claim once the unlock is sent");
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    assert_eq!(
+        settle(&mut lock, &mut now, absent).result,
+        Ok(Outcome::Unlocked)
+    );
+
+    // Still ours: the unlock did not happen, the failure is reported.
+    let mut lock = Lock::new(config_k());
+    locked(&mut lock, now, 7);
+    lock.unlock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 7));
+    assert!(matches!(done.result, Err(Error::Transport { .. })));
+}
+
+#[test]
+fn lost_renew_answers_are_settled() {
+    // The refresh went through (modifiedIndex moved): renewed from the send time.
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let mut now = t + Duration::from_secs(2);
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let sent = now;
+    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 8));
+    let Ok(Outcome::Renewed(fence)) = done.result else {
+        panic!("{:?}", done.result)
+    };
+    assert_eq!(fence.valid_until(), sent + Duration::from_millis(4500));
+
+    // It did not (same modifiedIndex): the old lease stands, the failure is reported.
+    let mut lock = Lock::new(config_k());
+    locked(&mut lock, t, 7);
+    let before = lock.fence().unwrap();
+    let mut now = t + Duration::from_secs(2);
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 7));
+    assert!(matches!(done.result, Err(Error::Transport { .. })));
+    assert_eq!(lock.fence(), Some(before));
+
+    // Gone: not ours any more, and the hold is lost.
+    let mut lock = Lock::new(config_k());
+    locked(&mut lock, t, 7);
+    let mut now = t + Duration::from_secs(2);
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle(&mut lock, &mut now, absent);
+    assert!(matches!(done.result, Err(Error::LockNotOwned { .. })));
+    assert_eq!(
+        lock.poll_event(),
+        Some(Event::Lost {
+            token: 7,
+            reason: LostReason::NotOwned
+        })
+    );
+    assert_eq!(lock.fence(), None);
+}
+
+// ----- waiting acquire ---------------------------------------------------------------------------
+
+fn conflict(index: u64) -> Response<Vec<u8>> {
+    let body = format!(
+        r#"{{"errorCode":105,"message":"Key already exists","cause":"/k","index":{index}}}"#
+    );
+    Response::builder()
+        .status(412)
+        .header("X-Etcd-Index", index.to_string())
+        .body(body.into_bytes())
+        .unwrap()
+}
+
+fn event(action: &str, modified: u64, created: u64) -> Response<Vec<u8>> {
+    let body = format!(
+        r#"{{"action":"{action}","node":{{"key":"/k","modifiedIndex":{modified},"createdIndex":{created}}},"prevNode":{{"key":"/k","value":"other","modifiedIndex":{created},"createdIndex":{created}}}}}"#
+    );
+    Response::builder()
+        .status(200)
+        .body(body.into_bytes())
+        .unwrap()
+}
+
+#[test]
+fn acquire_waits_for_the_release_then_takes_the_lock() {
+    for release in ["delete", "compareAndDelete", "expire"] {
+        let mut lock = Lock::new(config_k().with_acquire_jitter(Duration::from_millis(10)));
+        let t = t0();
+        let op = lock.acquire(None, t);
+        let (id, put) = one(&mut lock);
+        assert_eq!(put.uri().query(), Some("prevExist=false"));
+        lock.handle_response(id, conflict(10), t);
+        let (id, watch) = one(&mut lock);
+        assert_eq!(watch.uri().query(), Some("wait=true&waitIndex=11"));
+        assert_eq!(
+            lock.poll_timeout(),
+            None,
+            "waiting is not polling: no timer"
+        );
+        // Someone else's renewal-free rewrite: keep waiting after it.
+        lock.handle_response(id, event("compareAndSwap", 12, 5), t);
+        let (id, watch) = one(&mut lock);
+        assert_eq!(watch.uri().query(), Some("wait=true&waitIndex=13"));
+        lock.handle_response(id, event(release, 14, 5), t);
+        // A seeded jitter of at most 10 ms, then the attempt.
+        let at = lock.poll_timeout().expect("jitter timer");
+        assert!(at - t <= Duration::from_millis(10));
+        assert!(lock.poll_request().is_none());
+        lock.handle_timeout(at);
+        let (id, put) = one(&mut lock);
+        assert_eq!(put.uri().query(), Some("prevExist=false"));
+        lock.handle_response(id, created(15, "n"), at);
+        let done = lock.poll_completion().unwrap();
+        assert_eq!(done.op, op);
+        let Ok(Outcome::Acquired(fence)) = done.result else {
+            panic!("{:?}", done.result)
+        };
+        assert_eq!(fence.token(), 15);
+        assert!(lock.is_held(at));
+    }
+}
+
+#[test]
+fn acquire_deadline_is_a_wait_timeout_and_cancels_the_watch() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.acquire(Some(t + Duration::from_secs(2)), t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, conflict(10), t);
+    let (watch, _) = one(&mut lock);
+    assert_eq!(lock.poll_timeout(), Some(t + Duration::from_secs(2)));
+    lock.handle_timeout(t + Duration::from_secs(2));
+    assert_eq!(lock.poll_cancel(), Some(watch));
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::WaitTimeout {
+            waited: Duration::from_secs(2)
+        })
+    );
+    assert!(lock.poll_request().is_none() && lock.poll_timeout().is_none() && !lock.is_busy());
+}
+
+#[test]
+fn cancelled_waiting_acquire_leaves_nothing_behind() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    let op = lock.acquire(None, t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, conflict(10), t);
+    let (watch, _) = one(&mut lock);
+    lock.cancel(op, t);
+    assert_eq!(lock.poll_cancel(), Some(watch));
+    assert_eq!(
+        lock.poll_completion().unwrap(),
+        Completion {
+            op,
+            result: Err(Error::Cancelled)
+        }
+    );
+    assert!(lock.poll_request().is_none() && lock.poll_timeout().is_none() && !lock.is_busy());
+    assert!(!lock.has_pending_io());
+}
+
+#[test]
+fn acquire_cancelled_while_its_write_is_out_releases_what_it_won() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    let op = lock.acquire(None, t);
+    let (id, _) = one(&mut lock);
+    lock.cancel(op, t);
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::Cancelled)
+    );
+    assert_eq!(lock.poll_cancel(), None, "a write cannot be recalled");
+    lock.handle_response(id, created(15, "n"), t);
+    assert!(lock.poll_completion().is_none(), "nobody waits for it");
+    let (id, delete) = one(&mut lock);
+    assert_eq!(delete.method(), "DELETE");
+    assert!(!lock.is_held(t));
+    let body = br#"{"action":"compareAndDelete","node":{"key":"/k","modifiedIndex":16,"createdIndex":15}}"#;
+    lock.handle_response(
+        id,
+        Response::builder().status(200).body(body.to_vec()).unwrap(),
+        t,
+    );
+    assert!(lock.poll_completion().is_none() && lock.poll_request().is_none());
+    assert!(!lock.is_busy() && lock.poll_timeout().is_none());
+}
+
+#[test]
+fn acquire_while_holding_is_already_locked_at_once() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    locked(&mut lock, t, 7);
+    lock.acquire(None, t);
+    assert!(lock.poll_request().is_none());
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::AlreadyLocked { .. })
+    ));
+}
+
+#[test]
+fn acquire_jitter_is_reproducible_from_the_seed() {
+    let delays = |seed: u64| -> Vec<Duration> {
+        let mut lock = Lock::new(
+            config_k()
+                .with_seed(seed)
+                .with_acquire_jitter(Duration::from_millis(100)),
+        );
+        let t = t0();
+        lock.acquire(None, t);
+        let mut out = Vec::new();
+        for i in 0..5u64 {
+            let (id, _) = one(&mut lock);
+            lock.handle_response(id, conflict(10 + 2 * i), t);
+            let (id, _) = one(&mut lock);
+            lock.handle_response(id, event("delete", 11 + 2 * i, 5), t);
+            let at = lock.poll_timeout().unwrap();
+            out.push(at - t);
+            lock.handle_timeout(at);
+        }
+        out
+    };
+    assert_eq!(delays(42), delays(42));
+    assert_ne!(delays(42), delays(43));
+}
+
+// ----- auto-renew and the validity deadline -------------------------------------------------------
+
+fn renewed(modified: u64) -> Response<Vec<u8>> {
+    let body = format!(
+        r#"{{"action":"compareAndSwap","node":{{"key":"/k","value":"n","ttl":5,"modifiedIndex":{modified},"createdIndex":7}}}}"#
+    );
+    Response::builder()
+        .status(200)
+        .body(body.into_bytes())
+        .unwrap()
+}
+
+#[test]
+fn auto_renew_refreshes_every_third_of_the_ttl() {
+    let mut lock = Lock::new(config_k().with_auto_renew(true));
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let mut now = t;
+    for i in 0..6u64 {
+        let at = lock.poll_timeout().unwrap();
+        assert_eq!(at, now + Duration::from_secs(5) / 3, "round {i}");
+        now = at;
+        lock.handle_timeout(now);
+        let (id, put) = one(&mut lock);
+        assert_eq!(
+            std::str::from_utf8(put.body()).unwrap(),
+            "refresh=true&ttl=5"
+        );
+        lock.handle_response(id, renewed(8 + i), now);
+        assert!(lock.poll_completion().is_none(), "internal: no completion");
+        assert!(lock.is_held(now));
+        assert_eq!(
+            lock.fence().unwrap().valid_until(),
+            now + Duration::from_millis(4500)
+        );
+    }
+    assert_eq!(lock.poll_event(), None);
+}
+
+#[test]
+fn failing_auto_renew_loses_the_lock_at_the_validity_deadline() {
+    let mut lock = Lock::new(config_k().with_auto_renew(true));
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let deadline = lock.fence().unwrap().valid_until();
+    let mut now = t;
+    let mut attempts = 0;
+    while lock.fence().is_some() {
+        let at = lock.poll_timeout().unwrap();
+        assert!(
+            at <= deadline,
+            "no timer past the validity deadline while holding"
+        );
+        now = at;
+        lock.handle_timeout(now);
+        while let Some((id, _)) = lock.poll_request() {
+            attempts += 1;
+            lock.handle_transport_error(id, "unreachable", now);
+        }
+    }
+    assert_eq!(now, deadline);
+    assert!(!lock.is_held(now));
+    assert!(attempts > 3, "it kept trying: {attempts}");
+    assert_eq!(
+        lock.poll_event(),
+        Some(Event::Lost {
+            token: 7,
+            reason: LostReason::Expired
+        })
+    );
+    // Nothing more happens for the lost hold.
+    while let Some(at) = lock.poll_timeout() {
+        lock.handle_timeout(at);
+        while let Some((id, _)) = lock.poll_request() {
+            lock.handle_transport_error(id, "unreachable", at);
+        }
+    }
+    assert_eq!(lock.poll_event(), None);
+}
+
+#[test]
+fn renew_answered_not_owned_loses_the_lock() {
+    let mut lock = Lock::new(config_k().with_auto_renew(true));
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let at = lock.poll_timeout().unwrap();
+    lock.handle_timeout(at);
+    let (id, _) = one(&mut lock);
+    let body = br#"{"errorCode":101,"message":"Compare failed","cause":"[n != other]","index":9}"#;
+    lock.handle_response(
+        id,
+        Response::builder().status(412).body(body.to_vec()).unwrap(),
+        at,
+    );
+    assert_eq!(
+        lock.poll_event(),
+        Some(Event::Lost {
+            token: 7,
+            reason: LostReason::NotOwned
+        })
+    );
+    assert!(!lock.is_held(at) && lock.poll_timeout().is_none());
+}
+
+#[test]
+fn without_auto_renew_the_hold_still_ends_at_its_deadline() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let deadline = lock.fence().unwrap().valid_until();
+    assert_eq!(lock.poll_timeout(), Some(deadline));
+    lock.handle_timeout(deadline);
+    assert_eq!(
+        lock.poll_event(),
+        Some(Event::Lost {
+            token: 7,
+            reason: LostReason::Expired
+        })
+    );
 }

@@ -3,7 +3,9 @@
 
 use microlock_proto::driver::{Command as DriverCommand, Driver, Flow, Runtime};
 use microlock_proto::http::{Request, Response};
-use microlock_proto::{Error, Event, Lock, Outcome, RequestId};
+use std::sync::{Arc, Mutex};
+
+use microlock_proto::{Error, Event, Fence, Lock, Outcome, RequestId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -14,9 +16,13 @@ type Done = (RequestId, Result<Response<Vec<u8>>, String>);
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, Error>>;
 pub(crate) type Command = DriverCommand<Reply, mpsc::UnboundedSender<Event>>;
 
+/// The current hold, shared with the public handles for their synchronous getters.
+pub(crate) type Shared = Arc<Mutex<Option<Fence>>>;
+
 struct Tokio {
     client: HttpClient,
     done: mpsc::UnboundedSender<Done>,
+    shared: Shared,
 }
 
 impl Runtime for Tokio {
@@ -47,6 +53,14 @@ impl Runtime for Tokio {
     fn is_closed(&self, subscriber: &Self::Subscriber) -> bool {
         subscriber.is_closed()
     }
+
+    fn reply_closed(&self, reply: &Reply) -> bool {
+        reply.is_closed()
+    }
+
+    fn publish(&mut self, fence: Option<Fence>) {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -56,10 +70,15 @@ fn now() -> std::time::Instant {
 pub(crate) async fn run(
     lock: Lock,
     client: HttpClient,
+    shared: Shared,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let (done, mut finished) = mpsc::unbounded_channel();
-    let mut rt = Tokio { client, done };
+    let mut rt = Tokio {
+        client,
+        done,
+        shared,
+    };
     let mut driver = Driver::new(lock);
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {

@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod driver;
+mod guard;
 mod http_client;
 
 use std::pin::Pin;
@@ -36,10 +37,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, NodeId};
+pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, LostReason, NodeId};
 use microlock_proto::{Lock, Outcome};
 
-use crate::driver::{Command, Reply};
+use crate::driver::{Command, Reply, Shared};
+pub use crate::guard::LockGuard;
 use crate::http_client::HttpClient;
 
 /// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
@@ -105,6 +107,7 @@ impl Default for Etcd {
 pub struct Microlock {
     commands: mpsc::UnboundedSender<Command>,
     config: Config,
+    shared: Shared,
 }
 
 impl Microlock {
@@ -137,8 +140,18 @@ impl Microlock {
         let config = config.with_endpoints(etcd.endpoints.clone())?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let machine = Lock::new(config.clone());
-        tokio::spawn(driver::run(machine, etcd.client.clone(), receiver));
-        Ok(Microlock { commands, config })
+        let shared = Shared::default();
+        tokio::spawn(driver::run(
+            machine,
+            etcd.client.clone(),
+            shared.clone(),
+            receiver,
+        ));
+        Ok(Microlock {
+            commands,
+            config,
+            shared,
+        })
     }
 
     /// The configuration (key, node id, TTL...).
@@ -175,9 +188,88 @@ impl Microlock {
         }
     }
 
-    /// Subscribes to [`Event::Locked`] / [`Event::Unlocked`] for this key (node agnostic).
-    /// The watch runs while at least one subscription is alive; an event happening after
-    /// `events()` returns is delivered, including those caused by this lock's own commands.
+    /// Takes the lock, waiting up to `timeout` for it to be released if another node holds
+    /// it: the wait is a watch on the key (woken by its release or expiry), not polling.
+    /// `Err(Error::WaitTimeout)` when the time is up; `Duration::MAX` waits without limit.
+    ///
+    /// Dropping the returned future cancels the wait: no request, watch or timer is left
+    /// behind (a write already sent is settled in the background and, if it took the lock,
+    /// released).
+    pub async fn acquire(&self, timeout: Duration) -> Result<Fence, Error> {
+        let (sender, receiver) = oneshot::channel();
+        let timeout = (timeout != Duration::MAX).then_some(timeout);
+        self.commands
+            .send(Command::Acquire(timeout, sender))
+            .map_err(|_| Error::Destroyed)?;
+        let cancel = CancelOnDrop(&self.commands);
+        let result = receiver.await.map_err(|_| Error::Destroyed);
+        std::mem::forget(cancel);
+        match result?? {
+            Outcome::Acquired(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Acquires the lock (waiting up to `timeout`) and returns a [`LockGuard`] that owns it:
+    /// auto-renewed while it lives, released when dropped.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use microlock_tokio::{Etcd, Microlock};
+    /// # async fn demo() -> Result<(), microlock_tokio::Error> {
+    /// let lock = Microlock::new(&Etcd::default(), "jobs/nightly", "worker-7", Duration::from_secs(10))?;
+    /// let guard = lock.guard(Duration::from_secs(30)).await?;
+    /// // ... work, passing guard.token() to the resource, checking guard.is_held() ...
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn guard(&self, timeout: Duration) -> Result<LockGuard<'_>, Error> {
+        let (sender, losses) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::SubscribeLost(sender))
+            .map_err(|_| Error::Destroyed)?;
+        self.set_auto_renew(true);
+        match self.acquire(timeout).await {
+            Ok(fence) => Ok(LockGuard::new(self, fence, losses)),
+            Err(e) => {
+                self.restore_auto_renew();
+                Err(e)
+            }
+        }
+    }
+
+    /// Switches automatic lease renewal on or off (default: the config's, off unless
+    /// [`Config::with_auto_renew`]). While on and holding, the lease is renewed every
+    /// [`Config::renew_interval`]; if renewal cannot succeed before the local validity
+    /// deadline, [`Event::Lost`] is emitted and the hold ends.
+    pub fn set_auto_renew(&self, on: bool) {
+        let _ = self.commands.send(Command::AutoRenew(on));
+    }
+
+    /// The current hold's fence, while this node believes it holds the lock.
+    pub fn fence(&self) -> Option<Fence> {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this node holds the lock now: a fence whose validity deadline is ahead.
+    pub fn is_held(&self) -> bool {
+        self.fence()
+            .is_some_and(|f| std::time::Instant::now() < f.valid_until())
+    }
+
+    pub(crate) fn restore_auto_renew(&self) {
+        self.set_auto_renew(self.config.auto_renew());
+    }
+
+    pub(crate) fn unlock_in_background(&self) {
+        let (sender, _) = oneshot::channel();
+        let _ = self.commands.send(Command::Unlock(sender));
+    }
+
+    /// Subscribes to this key's events: [`Event::Locked`] / [`Event::Unlocked`] (node
+    /// agnostic, from a watch that runs while at least one subscription is alive; the first
+    /// event is `Locked` by the current holder when the key is held) and this node's
+    /// [`Event::Lost`].
     pub fn events(&self) -> Events {
         let (sender, receiver) = mpsc::unbounded_channel();
         let _ = self.commands.send(Command::Subscribe(sender));
@@ -199,6 +291,15 @@ impl Microlock {
             .send(command(sender))
             .map_err(|_| Error::Destroyed)?;
         receiver.await.map_err(|_| Error::Destroyed)?
+    }
+}
+
+/// Tells the driver a caller went away, if dropped before disarmed.
+struct CancelOnDrop<'a>(&'a mpsc::UnboundedSender<Command>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(Command::Cancelled);
     }
 }
 

@@ -1,0 +1,687 @@
+//! Commands: lock, acquire, unlock, renew — one at a time, each through these phases:
+//!
+//! ```text
+//!            ┌──────────── answer known ───────────────► done
+//!  Write ────┤
+//!            └─ lost (transport, timeout, 5xx, garbage) ─► Resolve (quorum GET) ─► done
+//!  acquire only:  key held ─► Wait (watch for release) ─► Pause (jitter) ─► Write
+//! ```
+//!
+//! Every decision about what an etcd answer means for a command is in this file.
+
+use std::time::{Duration, Instant};
+
+use crate::event::{Fence, LostReason, OpId, Outcome};
+use crate::lock::{Held, Lock, RequestId};
+use crate::wire::{self, code, KeyState, Reply};
+use crate::Error;
+
+/// How many quorum reads settle an unknown outcome before giving up.
+const RESOLVE_TRIES: u32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Lock,
+    Acquire {
+        deadline: Option<Instant>,
+        started: Instant,
+    },
+    /// `token`: the hold being released, if any (remembered when the request is sent).
+    Unlock {
+        token: Option<u64>,
+    },
+    Renew,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+            Kind::Acquire { .. } => "acquire",
+            Kind::Unlock { .. } => "unlock",
+            Kind::Renew => "renew",
+        }
+    }
+}
+
+/// A command waiting for its turn.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub op: OpId,
+    pub kind: Kind,
+    /// Someone waits for the completion (false: auto-renew, clean-up, or cancelled).
+    pub caller: bool,
+}
+
+/// The command in progress.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub op: OpId,
+    pub kind: Kind,
+    pub caller: bool,
+    phase: Phase,
+    /// The hold a successful write earned, applied when the command finishes.
+    earned: Option<Held>,
+    /// Failed attempts so far (acquire backs off exponentially).
+    failures: u32,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// The lock/unlock/renew write is in flight.
+    Write {
+        request: RequestId,
+        sent_at: Instant,
+        deadline: Instant,
+    },
+    /// The write's answer was lost; a quorum GET settles what happened.
+    Resolve {
+        request: RequestId,
+        deadline: Instant,
+        write_sent_at: Instant,
+        failure: Error,
+        tries: u32,
+    },
+    /// acquire: the key is held; a long poll waits for the first event at `index`.
+    Wait { request: RequestId, index: u64 },
+    /// A pause before the next step.
+    Pause { until: Instant, then: Then },
+}
+
+#[derive(Debug)]
+enum Then {
+    Write,
+    Wait(u64),
+    Resolve {
+        write_sent_at: Instant,
+        failure: Error,
+        tries: u32,
+    },
+}
+
+impl Running {
+    pub(crate) fn request(&self) -> Option<RequestId> {
+        match self.phase {
+            Phase::Write { request, .. }
+            | Phase::Resolve { request, .. }
+            | Phase::Wait { request, .. } => Some(request),
+            Phase::Pause { .. } => None,
+        }
+    }
+
+    pub(crate) fn timer(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Write { deadline, .. } | Phase::Resolve { deadline, .. } => Some(deadline),
+            Phase::Pause { until, .. } => Some(until),
+            Phase::Wait { .. } => None,
+        };
+        let acquire = match self.kind {
+            Kind::Acquire { deadline, .. } if self.caller => deadline,
+            _ => None,
+        };
+        phase.into_iter().chain(acquire).min()
+    }
+}
+
+/// A write's result, before it becomes a completion.
+enum Verdict {
+    Done(Result<Outcome, Error>),
+    /// The outcome is unknown: resolve it.
+    Unknown(Error),
+    /// acquire: the key is held by someone else; watch from this index.
+    Held(u64),
+    /// acquire: not taken, try again after a pause.
+    Retry,
+}
+
+impl Lock {
+    pub(crate) fn start_next_op(&mut self, now: Instant) {
+        while self.running.is_none() {
+            let Some(queued) = self.queue.pop_front() else {
+                return;
+            };
+            self.running = Some(Running {
+                op: queued.op,
+                kind: queued.kind,
+                caller: queued.caller,
+                phase: Phase::Pause {
+                    until: now,
+                    then: Then::Write,
+                },
+                earned: None,
+                failures: 0,
+            });
+            self.write(now);
+        }
+    }
+
+    /// Queues an internal command (auto-renew, clean-up) ahead of callers' commands.
+    pub(crate) fn queue_internal(&mut self, kind: Kind, now: Instant) {
+        let op = self.new_op();
+        self.queue.push_front(Queued {
+            op,
+            kind,
+            caller: false,
+        });
+        self.start_next_op(now);
+    }
+
+    /// Sends the running command's write, or finishes it at once when no write is needed.
+    fn write(&mut self, now: Instant) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        let request = match running.kind {
+            Kind::Lock => wire::lock(&self.config.endpoints()[self.endpoint], &self.config),
+            Kind::Acquire { .. } if self.held.is_some() => {
+                let index = self.held.map_or(0, |h| h.modified);
+                let key = self.config.key().as_str().to_owned();
+                return self.finish(Err(Error::AlreadyLocked { key, index }), now);
+            }
+            Kind::Acquire { .. } => wire::lock(self.endpoint(), &self.config),
+            Kind::Renew if !running.caller && self.held.is_none() => {
+                return self.finish(Err(Error::Cancelled), now); // auto-renew after a loss
+            }
+            Kind::Renew => wire::renew(self.endpoint(), &self.config),
+            Kind::Unlock { .. } => {
+                // Stop claiming the lock before the release can take effect anywhere.
+                let token = self.held.take().map(|h| h.fence.token);
+                self.renew_at = None;
+                if let Some(running) = self.running.as_mut() {
+                    running.kind = Kind::Unlock { token };
+                }
+                wire::unlock(self.endpoint(), &self.config)
+            }
+        };
+        let request = self.new_request(request);
+        let deadline = now + self.config.request_timeout();
+        if let Some(running) = self.running.as_mut() {
+            running.phase = Phase::Write {
+                request,
+                sent_at: now,
+                deadline,
+            };
+        }
+    }
+
+    fn resolve(&mut self, write_sent_at: Instant, failure: Error, tries: u32, now: Instant) {
+        let request = self.new_request(wire::read(self.endpoint(), &self.config));
+        let deadline = now + self.config.request_timeout();
+        if let Some(running) = self.running.as_mut() {
+            running.phase = Phase::Resolve {
+                request,
+                deadline,
+                write_sent_at,
+                failure,
+                tries,
+            };
+        }
+    }
+
+    fn wait(&mut self, index: u64) {
+        let request = self.new_request(wire::watch(self.endpoint(), &self.config, index));
+        if let Some(running) = self.running.as_mut() {
+            running.phase = Phase::Wait { request, index };
+        }
+    }
+
+    fn pause(&mut self, delay: Duration, then: Then, now: Instant) {
+        if let Some(running) = self.running.as_mut() {
+            running.phase = Phase::Pause {
+                until: now + delay,
+                then,
+            };
+        }
+    }
+
+    // ----- inputs ---------------------------------------------------------------------------
+
+    pub(crate) fn on_op_reply(&mut self, reply: Result<Reply, Error>, now: Instant) {
+        let Some(running) = self.running.as_ref() else {
+            return;
+        };
+        let kind = running.kind;
+        match std::mem::replace(
+            &mut self.running.as_mut().expect("running").phase,
+            Phase::Pause {
+                until: now,
+                then: Then::Write,
+            },
+        ) {
+            Phase::Write { sent_at, .. } => match self.judge_write(kind, sent_at, reply) {
+                Verdict::Done(result) => self.finish(result, now),
+                Verdict::Unknown(failure) => self.resolve(sent_at, failure, 1, now),
+                Verdict::Held(index) => self.after_contention(index, now),
+                Verdict::Retry => self.retry_acquire(now),
+            },
+            Phase::Resolve {
+                write_sent_at,
+                failure,
+                tries,
+                ..
+            } => match KeyState::from_read(reply) {
+                Some(state) => match self.judge_resolution(kind, write_sent_at, failure, state) {
+                    Verdict::Done(result) => self.finish(result, now),
+                    Verdict::Held(index) => self.after_contention(index, now),
+                    Verdict::Retry | Verdict::Unknown(_) => self.retry_acquire(now),
+                },
+                None if tries < RESOLVE_TRIES => {
+                    let then = Then::Resolve {
+                        write_sent_at,
+                        failure,
+                        tries: tries + 1,
+                    };
+                    let delay = self.config.watch_retry().0;
+                    self.pause(delay, then, now);
+                }
+                None if matches!(kind, Kind::Acquire { .. }) => self.retry_acquire(now),
+                None => self.finish(Err(failure), now),
+            },
+            Phase::Wait { index, .. } => self.on_wait(index, reply, now),
+            phase @ Phase::Pause { .. } => {
+                if let Some(running) = self.running.as_mut() {
+                    running.phase = phase;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn op_timers(&mut self, now: Instant) {
+        let Some(running) = self.running.as_ref() else {
+            return;
+        };
+        // An acquire past its deadline stops waiting (an attempt in flight may finish).
+        if let Kind::Acquire {
+            deadline: Some(deadline),
+            started,
+        } = running.kind
+        {
+            let idle = matches!(running.phase, Phase::Wait { .. } | Phase::Pause { .. });
+            if running.caller && deadline <= now && idle {
+                if let Some(request) = running.request() {
+                    self.cancel_request(request);
+                }
+                let waited = now.saturating_duration_since(started);
+                return self.finish(Err(Error::WaitTimeout { waited }), now);
+            }
+        }
+        match running.phase {
+            Phase::Write {
+                deadline, request, ..
+            }
+            | Phase::Resolve {
+                deadline, request, ..
+            } if deadline <= now => {
+                self.cancel_request(request);
+                self.next_endpoint();
+                let after = self.config.request_timeout();
+                self.on_op_reply(Err(Error::Timeout { after }), now);
+            }
+            Phase::Pause { until, .. } if until <= now => {
+                let Some(Phase::Pause { then, .. }) = self.running.as_mut().map(|r| {
+                    std::mem::replace(
+                        &mut r.phase,
+                        Phase::Pause {
+                            until: now,
+                            then: Then::Write,
+                        },
+                    )
+                }) else {
+                    return;
+                };
+                match then {
+                    Then::Write => self.write(now),
+                    Then::Wait(index) => self.wait(index),
+                    Then::Resolve {
+                        write_sent_at,
+                        failure,
+                        tries,
+                    } => self.resolve(write_sent_at, failure, tries, now),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn cancel_op(&mut self, op: OpId, now: Instant) {
+        if let Some(i) = self.queue.iter().position(|q| q.op == op && q.caller) {
+            self.queue.remove(i);
+            return self.complete(op, Err(Error::Cancelled));
+        }
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        if running.op != op || !running.caller {
+            return;
+        }
+        match running.phase {
+            Phase::Wait { request, .. } => {
+                self.cancel_request(request);
+                self.running = None;
+                self.complete(op, Err(Error::Cancelled));
+                self.start_next_op(now);
+            }
+            Phase::Pause {
+                then: Then::Write | Then::Wait(_),
+                ..
+            } => {
+                self.running = None;
+                self.complete(op, Err(Error::Cancelled));
+                self.start_next_op(now);
+            }
+            // A write (or its resolution) is out: let it finish in the background.
+            _ => {
+                running.caller = false;
+                self.complete(op, Err(Error::Cancelled));
+            }
+        }
+    }
+
+    // ----- decisions ------------------------------------------------------------------------
+
+    /// What a write's answer means.
+    fn judge_write(
+        &mut self,
+        kind: Kind,
+        sent_at: Instant,
+        reply: Result<Reply, Error>,
+    ) -> Verdict {
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(failure) => return Verdict::Unknown(failure),
+        };
+        let key = self.config.key().as_str().to_owned();
+        let key = || key.clone();
+        match (kind, reply) {
+            (Kind::Lock | Kind::Acquire { .. }, Reply::Action { action, .. })
+                if action.action == "create" =>
+            {
+                match self.hold_from(kind, sent_at, action.node.as_ref()) {
+                    Ok(fence) if matches!(kind, Kind::Lock) => {
+                        Verdict::Done(Ok(Outcome::Locked(fence)))
+                    }
+                    Ok(fence) => Verdict::Done(Ok(Outcome::Acquired(fence))),
+                    Err(e) => Verdict::Unknown(e),
+                }
+            }
+            (
+                Kind::Lock | Kind::Acquire { .. },
+                Reply::Error {
+                    error, etcd_index, ..
+                },
+            ) if error.code == code::NODE_EXIST => {
+                let index = error.index.or(etcd_index).unwrap_or(0);
+                match kind {
+                    Kind::Lock => Verdict::Done(Err(Error::AlreadyLocked { key: key(), index })),
+                    _ => Verdict::Held(index),
+                }
+            }
+            (Kind::Renew, Reply::Action { action, .. }) if action.action == "compareAndSwap" => {
+                match self.hold_from(kind, sent_at, action.node.as_ref()) {
+                    Ok(fence) => Verdict::Done(Ok(Outcome::Renewed(fence))),
+                    Err(e) => Verdict::Unknown(e),
+                }
+            }
+            (Kind::Unlock { .. }, Reply::Action { action, .. })
+                if action.action == "compareAndDelete" =>
+            {
+                Verdict::Done(Ok(Outcome::Unlocked))
+            }
+            (Kind::Unlock { .. } | Kind::Renew, Reply::Error { error, .. })
+                if error.code == code::TEST_FAILED || error.code == code::KEY_NOT_FOUND =>
+            {
+                if kind == Kind::Renew
+                    && self
+                        .running
+                        .as_ref()
+                        .is_some_and(|r| r.caller || self.held.is_some())
+                {
+                    self.lose(LostReason::NotOwned);
+                }
+                Verdict::Done(Err(Error::LockNotOwned { key: key() }))
+            }
+            // etcd failed (e.g. 500 "Raft Internal Error"): the write may still commit.
+            (_, reply @ Reply::Error { status: 500.., .. }) => {
+                Verdict::Unknown(reply.into_error(kind.name()))
+            }
+            (_, reply @ Reply::Error { .. }) => Verdict::Done(Err(reply.into_error(kind.name()))),
+            (_, reply) => Verdict::Unknown(reply.into_error(kind.name())),
+        }
+    }
+
+    /// What a lost write did, from the key as a quorum GET found it.
+    fn judge_resolution(
+        &mut self,
+        kind: Kind,
+        sent_at: Instant,
+        failure: Error,
+        state: KeyState,
+    ) -> Verdict {
+        let me = self.config.node_id().as_str();
+        let key = self.config.key().as_str().to_owned();
+        let ours = |value: &str| value == me;
+        match (kind, state) {
+            (
+                Kind::Lock | Kind::Acquire { .. },
+                KeyState::Present {
+                    value,
+                    created,
+                    modified,
+                    ..
+                },
+            ) if ours(&value) && self.held.map(|h| h.fence.token) != Some(created) => {
+                // Our create went through.
+                let fence = self.hold(sent_at, created, modified);
+                Verdict::Done(Ok(match kind {
+                    Kind::Lock => Outcome::Locked(fence),
+                    _ => Outcome::Acquired(fence),
+                }))
+            }
+            (Kind::Lock, KeyState::Present { modified, .. }) => {
+                Verdict::Done(Err(Error::AlreadyLocked {
+                    key,
+                    index: modified,
+                }))
+            }
+            (Kind::Acquire { .. }, KeyState::Present { index, .. }) => Verdict::Held(index),
+            (Kind::Lock, KeyState::Absent { .. }) => Verdict::Done(Err(failure)),
+            (Kind::Acquire { .. }, KeyState::Absent { .. }) => Verdict::Retry,
+            (Kind::Unlock { token }, KeyState::Present { value, created, .. })
+                if ours(&value) && token.map_or(true, |t| t == created) =>
+            {
+                Verdict::Done(Err(failure)) // still ours: the delete did not happen
+            }
+            (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
+            (
+                Kind::Renew,
+                KeyState::Present {
+                    value,
+                    created,
+                    modified,
+                    ..
+                },
+            ) if ours(&value) && self.held.map(|h| h.fence.token) == Some(created) => {
+                if self.held.is_some_and(|h| modified > h.modified) {
+                    Verdict::Done(Ok(Outcome::Renewed(self.hold(sent_at, created, modified))))
+                } else {
+                    Verdict::Done(Err(failure)) // not refreshed; the old lease stands
+                }
+            }
+            (Kind::Renew, KeyState::Present { value, .. })
+                if ours(&value) && self.held.is_none() =>
+            {
+                Verdict::Done(Err(failure))
+            }
+            (Kind::Renew, _) => {
+                self.lose(LostReason::NotOwned);
+                Verdict::Done(Err(Error::LockNotOwned { key }))
+            }
+        }
+    }
+
+    /// The hold a successful lock, acquire or renew answer earns; the node must be ours.
+    fn hold_from(
+        &mut self,
+        kind: Kind,
+        sent_at: Instant,
+        node: Option<&wire::Node>,
+    ) -> Result<Fence, Error> {
+        let protocol = |what: &str| Error::Protocol {
+            reason: format!("{} answer {what}", kind.name()),
+        };
+        let node = node.ok_or_else(|| protocol("has no node"))?;
+        if node.value.as_deref() != Some(self.config.node_id().as_str()) {
+            return Err(protocol("holds another node's value"));
+        }
+        let created = node
+            .created_index
+            .ok_or_else(|| protocol("has no createdIndex"))?;
+        let modified = node
+            .modified_index
+            .ok_or_else(|| protocol("has no modifiedIndex"))?;
+        Ok(self.hold(sent_at, created, modified))
+    }
+
+    /// Records the hold a write earned: valid from the write's send time for the TTL minus
+    /// the safety margin. Applied by [`finish`](Lock::finish).
+    fn hold(&mut self, sent_at: Instant, token: u64, modified: u64) -> Fence {
+        let lease = self.config.ttl() - self.config.safety_margin();
+        let fence = Fence {
+            token,
+            valid_until: sent_at + lease,
+        };
+        if let Some(running) = self.running.as_mut() {
+            running.earned = Some(Held {
+                fence,
+                modified,
+                sent_at,
+            });
+        }
+        fence
+    }
+
+    /// Ends the running command with `result`: applies the hold it earned, answers the
+    /// caller, re-arms auto-renew, starts the next command.
+    pub(crate) fn finish(&mut self, result: Result<Outcome, Error>, now: Instant) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let mut renew_failed = false;
+        match (&result, running.earned) {
+            (Ok(Outcome::Locked(_) | Outcome::Acquired(_)), Some(held)) => {
+                self.held = Some(held);
+                if !running.caller {
+                    // Cancelled while the write was out, and it won: give the lock back.
+                    let op = self.new_op();
+                    self.queue.push_front(Queued {
+                        op,
+                        kind: Kind::Unlock { token: None },
+                        caller: false,
+                    });
+                }
+            }
+            (Ok(Outcome::Renewed(_)), Some(held)) => {
+                // A caller's renew re-establishes a hold; auto-renew never resurrects one.
+                let same = self.held.is_some_and(|h| h.fence.token == held.fence.token);
+                if running.caller || same {
+                    self.held = Some(held);
+                }
+            }
+            (Err(_), _) if running.kind == Kind::Renew && !running.caller => renew_failed = true,
+            _ => {}
+        }
+        let affects_hold = matches!(
+            running.kind,
+            Kind::Lock | Kind::Acquire { .. } | Kind::Renew
+        );
+        if affects_hold {
+            self.schedule_renew(now, renew_failed);
+        }
+        if running.caller {
+            self.complete(running.op, result);
+        }
+        self.start_next_op(now);
+    }
+
+    /// The key is held by someone else (at etcd index `index`): watch for its release.
+    fn after_contention(&mut self, index: u64, now: Instant) {
+        if let Some(stop) = self.acquire_over(now) {
+            return self.finish(Err(stop), now);
+        }
+        self.wait(index + 1);
+    }
+
+    /// Not taken and not known to be held: try again after a backoff.
+    fn retry_acquire(&mut self, now: Instant) {
+        if let Some(stop) = self.acquire_over(now) {
+            return self.finish(Err(stop), now);
+        }
+        let delay = self.backoff();
+        self.pause(delay, Then::Write, now);
+    }
+
+    /// Why the running acquire must stop now, if it must.
+    fn acquire_over(&self, now: Instant) -> Option<Error> {
+        let running = self.running.as_ref()?;
+        if !running.caller {
+            return Some(Error::Cancelled);
+        }
+        match running.kind {
+            Kind::Acquire {
+                deadline: Some(deadline),
+                started,
+            } if deadline <= now => Some(Error::WaitTimeout {
+                waited: now.saturating_duration_since(started),
+            }),
+            Kind::Acquire { .. } => None,
+            // A lock or renew that ended up here has nothing to wait for.
+            _ => Some(Error::Cancelled),
+        }
+    }
+
+    /// The next retry delay: doubling from the configured minimum to the maximum.
+    fn backoff(&mut self) -> Duration {
+        let (min, max) = self.config.watch_retry();
+        let Some(running) = self.running.as_mut() else {
+            return min;
+        };
+        let delay = min.saturating_mul(1 << running.failures.min(16)).min(max);
+        running.failures += 1;
+        delay
+    }
+
+    /// The answer to an acquire's long poll.
+    fn on_wait(&mut self, index: u64, reply: Result<Reply, Error>, now: Instant) {
+        match reply {
+            Ok(Reply::Action { action, .. }) => {
+                let modified = action.node.as_ref().and_then(|n| n.modified_index);
+                match (action.action.as_str(), modified) {
+                    ("delete" | "compareAndDelete" | "expire", _) => {
+                        // Released: everyone waiting sees it now; spread the attempts.
+                        let jitter = self.rng.duration_up_to(self.config.acquire_jitter());
+                        if let Some(running) = self.running.as_mut() {
+                            running.failures = 0;
+                        }
+                        self.pause(jitter, Then::Write, now);
+                    }
+                    (_, Some(modified)) => self.after_contention(modified.max(index), now),
+                    (_, None) => self.retry_acquire(now),
+                }
+            }
+            // The member closed the poll without an event: ask again from the same index.
+            Ok(Reply::Empty) => {
+                let delay = self.config.watch_retry().0;
+                self.pause(delay, Then::Wait(index), now);
+            }
+            // History cleared: the state may have changed; just try again.
+            Ok(Reply::Error { error, .. }) if error.code == code::EVENT_INDEX_CLEARED => {
+                self.write(now)
+            }
+            Err(Error::Transport { .. }) => {
+                let delay = self.backoff();
+                self.pause(delay, Then::Wait(index), now);
+            }
+            Ok(Reply::Error { .. }) | Err(_) => self.retry_acquire(now),
+        }
+    }
+}
