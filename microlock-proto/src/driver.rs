@@ -238,6 +238,12 @@ impl<T: Runtime> Driver<T> {
             let task = rt.start(id, request);
             self.in_flight.insert(id, task);
         }
+        // Publish the hold before answering callers: one that resumes at once sees it.
+        let fence = self.lock.fence();
+        if fence != self.published {
+            self.published = fence;
+            rt.publish(fence);
+        }
         while let Some(completion) = self.lock.poll_completion() {
             if let Some(reply) = self.waiting.remove(&completion.op) {
                 rt.reply(reply, completion.result);
@@ -248,11 +254,6 @@ impl<T: Runtime> Driver<T> {
             if matches!(event, Event::Lost { .. }) {
                 self.loss_subscribers.retain(|s| rt.deliver(s, &event));
             }
-        }
-        let fence = self.lock.fence();
-        if fence != self.published {
-            self.published = fence;
-            rt.publish(fence);
         }
         if self.lock.is_destroyed() {
             for (_, task) in self.in_flight.drain() {

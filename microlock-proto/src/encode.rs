@@ -22,43 +22,6 @@ pub(crate) fn percent_encode(input: &str) -> String {
     out
 }
 
-/// Decodes `%XX` escapes (and, when `plus_is_space`, `+` as a space), the way Go's `net/url`
-/// reads queries and form bodies. Invalid escapes are kept literally. Used by the simulator
-/// and by tests that read what the machine wrote.
-#[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
-pub(crate) fn percent_decode(input: &str, plus_is_space: bool) -> Vec<u8> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hi = (bytes[i + 1] as char).to_digit(16);
-                let lo = (bytes[i + 2] as char).to_digit(16);
-                match (hi, lo) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,25 +37,5 @@ mod tests {
         assert_eq!(percent_encode("?&=#+%/"), "%3F%26%3D%23%2B%25%2F");
         assert_eq!(percent_encode("é"), "%C3%A9");
         assert_eq!(percent_encode("🔒"), "%F0%9F%94%92");
-    }
-
-    #[test]
-    fn decode_inverts_encode() {
-        for s in ["", "a b", "?&=#+%/", "é🔒", "100%", "%zz"] {
-            assert_eq!(
-                percent_decode(&percent_encode(s), false),
-                s.as_bytes(),
-                "{s:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn decode_like_go() {
-        assert_eq!(percent_decode("a+b%20c", true), b"a b c");
-        assert_eq!(percent_decode("a+b", false), b"a+b");
-        assert_eq!(percent_decode("100%", false), b"100%");
-        assert_eq!(percent_decode("%4", false), b"%4");
-        assert_eq!(percent_decode("%zz", false), b"%zz");
     }
 }

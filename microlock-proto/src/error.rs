@@ -99,6 +99,14 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// etcd granted the lock (or the renewal), but the answer arrived after the lease's local
+    /// validity deadline (e.g. this process was paused): it cannot be relied on. The key expires
+    /// by itself.
+    #[error("the answer came after the lease's validity deadline (token {token})")]
+    LeaseExpired {
+        /// The fencing token of the void hold.
+        token: u64,
+    },
     /// A waiting acquire did not get the lock before its deadline.
     #[error("lock not acquired within {waited:?}")]
     WaitTimeout {

@@ -42,6 +42,9 @@ mod rng;
 mod watch;
 mod wire;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 pub use config::{
     ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
 };

@@ -115,6 +115,11 @@ pub struct Lock {
     /// When auto-renew next refreshes the lease (while held).
     pub(crate) renew_at: Option<Instant>,
     pub(crate) watch: Watch,
+    /// The highest etcd index any answer has shown (0: none yet).
+    pub(crate) seen_index: u64,
+    /// The earliest create (lock/acquire write) whose outcome was never settled — its send
+    /// time and the highest index seen before it. A key of ours found later may be its doing.
+    pub(crate) unsettled_create: Option<(Instant, Option<u64>)>,
     destroyed: bool,
     requests: VecDeque<(RequestId, Request<Vec<u8>>)>,
     cancels: VecDeque<RequestId>,
@@ -138,6 +143,8 @@ impl Lock {
             running: None,
             held: None,
             renew_at: None,
+            seen_index: 0,
+            unsettled_create: None,
             destroyed: false,
             requests: VecDeque::new(),
             cancels: VecDeque::new(),
@@ -237,7 +244,14 @@ impl Lock {
     /// Releases the lock if this node holds it. This node stops claiming the lock as soon as
     /// the request is sent. Completes with [`Outcome::Unlocked`] or [`Error::LockNotOwned`].
     pub fn unlock(&mut self, now: Instant) -> OpId {
-        self.command(Kind::Unlock { token: None }, false, now)
+        self.command(
+            Kind::Unlock {
+                token: None,
+                modified: None,
+            },
+            false,
+            now,
+        )
     }
 
     /// Extends the lease by the TTL if this node holds it. Completes with
@@ -451,6 +465,9 @@ impl Lock {
     }
 
     fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, now: Instant) {
+        if let Ok(reply) = &reply {
+            self.seen_index = self.seen_index.max(reply.highest_index());
+        }
         if self.running.as_ref().and_then(Running::request) == Some(id) {
             self.on_op_reply(reply, now);
         } else if self.watch.request() == Some(id) {

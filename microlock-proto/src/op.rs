@@ -26,9 +26,11 @@ pub(crate) enum Kind {
         deadline: Option<Instant>,
         started: Instant,
     },
-    /// `token`: the hold being released, if any (remembered when the request is sent).
+    /// `token`, `modified`: the hold being released, if any (remembered when the request is
+    /// sent), and its last `modifiedIndex`, which pins the DELETE to that hold.
     Unlock {
         token: Option<u64>,
+        modified: Option<u64>,
     },
     Renew,
 }
@@ -64,6 +66,13 @@ pub(crate) struct Running {
     earned: Option<Held>,
     /// Failed attempts so far (acquire backs off exponentially).
     failures: u32,
+    /// When this command's first write was sent, and the highest etcd index seen before it
+    /// (`None`: none seen). A key of ours found by a resolution read is credited to this
+    /// command only if it was created after that index, and then only from that first send
+    /// time: an earlier attempt of the command may have been the one that took effect.
+    first_write: Option<(Instant, Option<u64>)>,
+    /// The highest index seen before the current write attempt was sent.
+    attempt_seen: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -115,8 +124,11 @@ impl Running {
             Phase::Pause { until, .. } => Some(until),
             Phase::Wait { .. } => None,
         };
+        // The acquire deadline only interrupts waiting; a write in flight is allowed to finish
+        // (its own deadline bounds it), so it must not be a timer then, or it would stay due.
+        let idle = matches!(self.phase, Phase::Wait { .. } | Phase::Pause { .. });
         let acquire = match self.kind {
-            Kind::Acquire { deadline, .. } if self.caller => deadline,
+            Kind::Acquire { deadline, .. } if self.caller && idle => deadline,
             _ => None,
         };
         phase.into_iter().chain(acquire).min()
@@ -132,6 +144,8 @@ enum Verdict {
     Held(u64),
     /// acquire: not taken, try again after a pause.
     Retry,
+    /// Send the write again, as this (e.g. an unlock pinned to a newer index).
+    Rewrite(Kind),
 }
 
 impl Lock {
@@ -150,6 +164,8 @@ impl Lock {
                 },
                 earned: None,
                 failures: 0,
+                first_write: None,
+                attempt_seen: None,
             });
             self.write(now);
         }
@@ -183,19 +199,25 @@ impl Lock {
                 return self.finish(Err(Error::Cancelled), now); // auto-renew after a loss
             }
             Kind::Renew => wire::renew(self.endpoint(), &self.config),
-            Kind::Unlock { .. } => {
+            Kind::Unlock { token, modified } => {
                 // Stop claiming the lock before the release can take effect anywhere.
-                let token = self.held.take().map(|h| h.fence.token);
+                let (token, modified) = match self.held.take() {
+                    Some(h) => (Some(h.fence.token), Some(h.modified)),
+                    None => (token, modified),
+                };
                 self.renew_at = None;
                 if let Some(running) = self.running.as_mut() {
-                    running.kind = Kind::Unlock { token };
+                    running.kind = Kind::Unlock { token, modified };
                 }
-                wire::unlock(self.endpoint(), &self.config)
+                wire::unlock(self.endpoint(), &self.config, modified)
             }
         };
         let request = self.new_request(request);
         let deadline = now + self.config.request_timeout();
+        let seen = (self.seen_index > 0).then_some(self.seen_index);
         if let Some(running) = self.running.as_mut() {
+            running.first_write.get_or_insert((now, seen));
+            running.attempt_seen = seen;
             running.phase = Phase::Write {
                 request,
                 sent_at: now,
@@ -249,10 +271,22 @@ impl Lock {
             },
         ) {
             Phase::Write { sent_at, .. } => match self.judge_write(kind, sent_at, reply) {
-                Verdict::Done(result) => self.finish(result, now),
-                Verdict::Unknown(failure) => self.resolve(sent_at, failure, 1, now),
+                Verdict::Done(result) => self.done(result, now),
+                Verdict::Unknown(failure) => {
+                    if matches!(kind, Kind::Lock | Kind::Acquire { .. }) {
+                        // This create may have happened: remember it until something settles it.
+                        let attempt = (sent_at, self.running.as_ref().and_then(|r| r.attempt_seen));
+                        let earliest = match self.unsettled_create {
+                            Some(known) if known.0 <= attempt.0 => known,
+                            _ => attempt,
+                        };
+                        self.unsettled_create = Some(earliest);
+                    }
+                    self.resolve(sent_at, failure, 1, now)
+                }
                 Verdict::Held(index) => self.after_contention(index, now),
                 Verdict::Retry => self.retry_acquire(now),
+                Verdict::Rewrite(kind) => self.rewrite(kind, now),
             },
             Phase::Resolve {
                 write_sent_at,
@@ -261,8 +295,9 @@ impl Lock {
                 ..
             } => match KeyState::from_read(reply) {
                 Some(state) => match self.judge_resolution(kind, write_sent_at, failure, state) {
-                    Verdict::Done(result) => self.finish(result, now),
+                    Verdict::Done(result) => self.done(result, now),
                     Verdict::Held(index) => self.after_contention(index, now),
+                    Verdict::Rewrite(kind) => self.rewrite(kind, now),
                     Verdict::Retry | Verdict::Unknown(_) => self.retry_acquire(now),
                 },
                 None if tries < RESOLVE_TRIES => {
@@ -396,6 +431,7 @@ impl Lock {
             (Kind::Lock | Kind::Acquire { .. }, Reply::Action { action, .. })
                 if action.action == "create" =>
             {
+                self.unsettled_create = None; // our create took effect now: none earlier did
                 match self.hold_from(kind, sent_at, action.node.as_ref()) {
                     Ok(fence) if matches!(kind, Kind::Lock) => {
                         Verdict::Done(Ok(Outcome::Locked(fence)))
@@ -426,6 +462,16 @@ impl Lock {
                 if action.action == "compareAndDelete" =>
             {
                 Verdict::Done(Ok(Outcome::Unlocked))
+            }
+            // A DELETE pinned to our hold's index failed its comparison: another holder, or a
+            // renewal of ours whose answer was lost moved the index. A read tells which.
+            (
+                Kind::Unlock {
+                    modified: Some(_), ..
+                },
+                Reply::Error { error, .. },
+            ) if error.code == code::TEST_FAILED => {
+                Verdict::Unknown(Error::LockNotOwned { key: key() })
             }
             (Kind::Unlock { .. } | Kind::Renew, Reply::Error { error, .. })
                 if error.code == code::TEST_FAILED || error.code == code::KEY_NOT_FOUND =>
@@ -460,6 +506,23 @@ impl Lock {
         let me = self.config.node_id().as_str();
         let key = self.config.key().as_str().to_owned();
         let ours = |value: &str| value == me;
+        // The earliest create that may have made a key of ours: this command's first write,
+        // or an earlier command's write whose outcome was never settled.
+        let first_write = match (
+            self.running.as_ref().and_then(|r| r.first_write),
+            self.unsettled_create,
+        ) {
+            (Some(mine), Some(older)) if older.0 < mine.0 => Some(older),
+            (mine, older) => mine.or(older),
+        };
+        // Anything but a key of ours settles every create of ours still in doubt.
+        if !matches!(&state, KeyState::Present { value, .. } if ours(value)) {
+            self.unsettled_create = None;
+        }
+        // A key of ours is this command's doing only if created after every index seen
+        // before its first write; else it may be an older hold of ours (lost track of).
+        let created_by_us =
+            |created: u64| matches!(first_write, Some((_, Some(seen))) if created > seen);
         match (kind, state) {
             (
                 Kind::Lock | Kind::Acquire { .. },
@@ -469,9 +532,11 @@ impl Lock {
                     modified,
                     ..
                 },
-            ) if ours(&value) && self.held.map(|h| h.fence.token) != Some(created) => {
-                // Our create went through.
-                let fence = self.hold(sent_at, created, modified);
+            ) if ours(&value) && created_by_us(created) => {
+                // A create of ours went through: valid from the earliest candidate's send.
+                self.unsettled_create = None;
+                let since = first_write.map_or(sent_at, |(at, _)| at);
+                let fence = self.hold(since, created, modified);
                 Verdict::Done(Ok(match kind {
                     Kind::Lock => Outcome::Locked(fence),
                     _ => Outcome::Acquired(fence),
@@ -486,29 +551,34 @@ impl Lock {
             (Kind::Acquire { .. }, KeyState::Present { index, .. }) => Verdict::Held(index),
             (Kind::Lock, KeyState::Absent { .. }) => Verdict::Done(Err(failure)),
             (Kind::Acquire { .. }, KeyState::Absent { .. }) => Verdict::Retry,
-            (Kind::Unlock { token }, KeyState::Present { value, created, .. })
-                if ours(&value) && token.map_or(true, |t| t == created) =>
-            {
-                Verdict::Done(Err(failure)) // still ours: the delete did not happen
-            }
-            (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
+            // Still our hold, at a newer index (a lost renewal): release it at that index.
             (
-                Kind::Renew,
+                Kind::Unlock { token: Some(t), .. },
                 KeyState::Present {
                     value,
                     created,
                     modified,
                     ..
                 },
-            ) if ours(&value) && self.held.map(|h| h.fence.token) == Some(created) => {
-                if self.held.is_some_and(|h| modified > h.modified) {
-                    Verdict::Done(Ok(Outcome::Renewed(self.hold(sent_at, created, modified))))
-                } else {
-                    Verdict::Done(Err(failure)) // not refreshed; the old lease stands
-                }
+            ) if ours(&value) && t == created && matches!(failure, Error::LockNotOwned { .. }) => {
+                Verdict::Rewrite(Kind::Unlock {
+                    token: Some(t),
+                    modified: Some(modified),
+                })
             }
-            (Kind::Renew, KeyState::Present { value, .. })
-                if ours(&value) && self.held.is_none() =>
+            (Kind::Unlock { token, .. }, KeyState::Present { value, created, .. })
+                if ours(&value) && token.map_or(true, |t| t == created) =>
+            {
+                Verdict::Done(Err(failure)) // still ours: the delete did not happen
+            }
+            (Kind::Unlock { .. }, _) if matches!(failure, Error::LockNotOwned { .. }) => {
+                Verdict::Done(Err(failure))
+            }
+            (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
+            // Still ours. Whether this refresh or an earlier, delayed one moved the key cannot
+            // be told apart, so the lease is not extended: the old deadline stands.
+            (Kind::Renew, KeyState::Present { value, created, .. })
+                if ours(&value) && self.held.map_or(true, |h| h.fence.token == created) =>
             {
                 Verdict::Done(Err(failure))
             }
@@ -560,6 +630,28 @@ impl Lock {
         fence
     }
 
+    /// A verdict is in. A hold whose validity deadline has already passed (the answer came
+    /// late, e.g. after a pause) is void: an acquire keeps trying, others fail.
+    fn done(&mut self, result: Result<Outcome, Error>, now: Instant) {
+        let fence = match &result {
+            Ok(Outcome::Locked(f) | Outcome::Acquired(f) | Outcome::Renewed(f)) => *f,
+            _ => return self.finish(result, now),
+        };
+        if fence.valid_until > now {
+            return self.finish(result, now);
+        }
+        if let Some(running) = self.running.as_mut() {
+            running.earned = None;
+        }
+        match result {
+            Ok(Outcome::Acquired(_)) => self.retry_acquire(now),
+            _ => {
+                let token = fence.token;
+                self.finish(Err(Error::LeaseExpired { token }), now)
+            }
+        }
+    }
+
     /// Ends the running command with `result`: applies the hold it earned, answers the
     /// caller, re-arms auto-renew, starts the next command.
     pub(crate) fn finish(&mut self, result: Result<Outcome, Error>, now: Instant) {
@@ -575,7 +667,10 @@ impl Lock {
                     let op = self.new_op();
                     self.queue.push_front(Queued {
                         op,
-                        kind: Kind::Unlock { token: None },
+                        kind: Kind::Unlock {
+                            token: None,
+                            modified: None,
+                        },
                         caller: false,
                     });
                 }
@@ -601,6 +696,20 @@ impl Lock {
             self.complete(running.op, result);
         }
         self.start_next_op(now);
+    }
+
+    /// Sends the running command's write again as `kind` (a few times at most).
+    fn rewrite(&mut self, kind: Kind, now: Instant) {
+        let Some(running) = self.running.as_mut() else {
+            return;
+        };
+        running.failures += 1;
+        if running.failures > 3 {
+            let key = self.config.key().as_str().to_owned();
+            return self.finish(Err(Error::LockNotOwned { key }), now);
+        }
+        running.kind = kind;
+        self.write(now);
     }
 
     /// The key is held by someone else (at etcd index `index`): watch for its release.

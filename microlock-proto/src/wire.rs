@@ -47,9 +47,18 @@ pub(crate) fn lock(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
 }
 
 /// `DELETE /v2/keys/K?prevValue=ID`: delete only if this node holds it (the condition must be
-/// in the query string: etcd ignores a DELETE's body).
-pub(crate) fn unlock(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
-    let query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+/// in the query string: etcd ignores a DELETE's body). With `prev_index` (the hold's last
+/// `modifiedIndex`), `&prevIndex=M` also pins the very hold being released, so a delayed
+/// DELETE can never remove a later hold of the same node id.
+pub(crate) fn unlock(
+    endpoint: &Endpoint,
+    config: &Config,
+    prev_index: Option<u64>,
+) -> Request<Vec<u8>> {
+    let mut query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+    if let Some(index) = prev_index {
+        query.push_str(&format!("&prevIndex={index}"));
+    }
     request(Method::DELETE, endpoint, config, &query, None)
 }
 
@@ -191,6 +200,27 @@ impl KeyState {
     }
 }
 
+impl Reply {
+    /// The highest etcd index this answer shows (header, error, nodes); 0 if none.
+    pub(crate) fn highest_index(&self) -> u64 {
+        let nodes = |a: &Action| {
+            [a.node.as_ref(), a.prev_node.as_ref()]
+                .into_iter()
+                .flatten()
+                .flat_map(|n| [n.created_index, n.modified_index])
+                .flatten()
+                .max()
+        };
+        match self {
+            Reply::Action { action, etcd_index } => etcd_index.max(&nodes(action)).unwrap_or(0),
+            Reply::Error {
+                error, etcd_index, ..
+            } => etcd_index.max(&error.index).unwrap_or(0),
+            Reply::Empty => 0,
+        }
+    }
+}
+
 fn snippet(body: &[u8]) -> String {
     const SHOWN: usize = 120;
     let shown = &body[..body.len().min(SHOWN)];
@@ -280,10 +310,12 @@ mod tests {
 
     #[test]
     fn unlock_request_has_condition_in_query_and_no_body() {
-        let r = unlock(&Endpoint::default(), &config("k", "a+b"));
+        let r = unlock(&Endpoint::default(), &config("k", "a+b"), None);
         assert_eq!(r.method(), Method::DELETE);
         assert_eq!(r.uri().query(), Some("prevValue=a%2Bb"));
         assert!(r.body().is_empty());
+        let r = unlock(&Endpoint::default(), &config("k", "a"), Some(9));
+        assert_eq!(r.uri().query(), Some("prevValue=a&prevIndex=9"));
     }
 
     #[test]

@@ -754,7 +754,17 @@ fn raft_timeout() -> Response<Vec<u8>> {
 #[test]
 fn lost_lock_answer_that_took_the_key_is_a_lock() {
     let mut lock = Lock::new(config_k());
-    let sent = t0();
+    let t = t0();
+    // The machine has seen etcd at index 5 (a refused attempt)...
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, conflict(5), t);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::AlreadyLocked { .. })
+    ));
+    // ... so a key of ours created at 9 is this lock's doing.
+    let sent = t + Duration::from_secs(1);
     lock.lock(sent);
     let (id, _) = one(&mut lock);
     let mut now = sent + Duration::from_secs(1);
@@ -766,6 +776,44 @@ fn lost_lock_answer_that_took_the_key_is_a_lock() {
     assert_eq!(fence.token(), 9);
     // Valid from the send time, not the time it was learned.
     assert_eq!(fence.valid_until(), sent + Duration::from_millis(4500));
+}
+
+/// Found by the simulator (seeds 38 and 57): a hold lost during a quorum outage left our key
+/// in etcd; a later lock whose answer was lost found it and took it for its own, with a
+/// deadline later than the key's real expiry, and the same token as the lost hold.
+#[test]
+fn a_key_of_ours_older_than_the_command_is_not_its_doing() {
+    // Created at or before an index seen before the write: an older hold of ours.
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, conflict(23), t);
+    let _ = lock.poll_completion();
+    let mut now = t + Duration::from_secs(1);
+    lock.lock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, raft_timeout(), now);
+    let done = settle(&mut lock, &mut now, || present("k", "n", 23, 30));
+    assert!(
+        matches!(done.result, Err(Error::AlreadyLocked { .. })),
+        "{:?}",
+        done.result
+    );
+    assert_eq!(lock.fence(), None);
+
+    // Nothing seen before the write: it cannot be told apart, so it is not claimed.
+    let mut lock = Lock::new(config_k());
+    let mut now = t0();
+    lock.lock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle(&mut lock, &mut now, || present("k", "n", 9, 9));
+    assert!(
+        matches!(done.result, Err(Error::AlreadyLocked { .. })),
+        "{:?}",
+        done.result
+    );
 }
 
 #[test]
@@ -820,35 +868,29 @@ fn lost_unlock_answers_are_settled() {
 
 #[test]
 fn lost_renew_answers_are_settled() {
-    // The refresh went through (modifiedIndex moved): renewed from the send time.
-    let mut lock = Lock::new(config_k());
-    let t = t0();
-    locked(&mut lock, t, 7);
-    let mut now = t + Duration::from_secs(2);
-    lock.renew(now);
-    let (id, _) = one(&mut lock);
-    lock.handle_transport_error(id, "reset", now);
-    let sent = now;
-    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 8));
-    let Ok(Outcome::Renewed(fence)) = done.result else {
-        panic!("{:?}", done.result)
-    };
-    assert_eq!(fence.valid_until(), sent + Duration::from_millis(4500));
-
-    // It did not (same modifiedIndex): the old lease stands, the failure is reported.
-    let mut lock = Lock::new(config_k());
-    locked(&mut lock, t, 7);
-    let before = lock.fence().unwrap();
-    let mut now = t + Duration::from_secs(2);
-    lock.renew(now);
-    let (id, _) = one(&mut lock);
-    lock.handle_transport_error(id, "reset", now);
-    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 7));
-    assert!(matches!(done.result, Err(Error::Transport { .. })));
-    assert_eq!(lock.fence(), Some(before));
+    // Still ours: whether this refresh or an earlier delayed one moved it cannot be told, so
+    // the old lease stands and the failure is reported (auto-renew tries again).
+    for modified in [7, 8] {
+        let mut lock = Lock::new(config_k());
+        let t = t0();
+        locked(&mut lock, t, 7);
+        let before = lock.fence().unwrap();
+        let mut now = t + Duration::from_secs(2);
+        lock.renew(now);
+        let (id, _) = one(&mut lock);
+        lock.handle_transport_error(id, "reset", now);
+        let done = settle(&mut lock, &mut now, || present("k", "n", 7, modified));
+        assert!(
+            matches!(done.result, Err(Error::Transport { .. })),
+            "{:?}",
+            done.result
+        );
+        assert_eq!(lock.fence(), Some(before), "not extended");
+    }
 
     // Gone: not ours any more, and the hold is lost.
     let mut lock = Lock::new(config_k());
+    let t = t0();
     locked(&mut lock, t, 7);
     let mut now = t + Duration::from_secs(2);
     lock.renew(now);
@@ -1153,5 +1195,115 @@ fn without_auto_renew_the_hold_still_ends_at_its_deadline() {
             token: 7,
             reason: LostReason::Expired
         })
+    );
+}
+
+/// Found by the simulator (seeds 0 and 1): an acquire whose deadline passed while its write was
+/// in flight kept reporting that past deadline as its timer, so a driver spun on it.
+#[test]
+fn acquire_deadline_during_a_write_is_not_a_timer_that_stays_due() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.acquire(Some(t + Duration::from_millis(100)), t);
+    let (id, _) = one(&mut lock);
+    let later = t + Duration::from_millis(200);
+    lock.handle_timeout(later);
+    assert!(
+        lock.poll_completion().is_none(),
+        "the attempt in flight may finish"
+    );
+    let next = lock.poll_timeout().expect("the write's own deadline");
+    assert!(
+        next > later,
+        "a timer at {next:?} is already due at {later:?}: a driver would spin"
+    );
+    // The attempt fails on contention: now the deadline ends the acquire.
+    lock.handle_response(id, conflict(10), later);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::WaitTimeout { .. })
+    ));
+}
+
+/// Found by the simulator (seed 472): a grant that arrives after the lease's validity deadline
+/// (the process was paused) was reported as a success with a dead fence.
+#[test]
+fn a_grant_arriving_after_its_validity_deadline_is_void() {
+    // acquire: keeps trying.
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.acquire(None, t);
+    let (id, _) = one(&mut lock);
+    let late = t + Duration::from_secs(5); // TTL 5 s − margin 0.5 s has passed
+    lock.handle_response(id, created(11, "n"), late);
+    assert!(lock.poll_completion().is_none());
+    assert!(!lock.is_held(late) && lock.fence().is_none());
+    let at = lock.poll_timeout().expect("a retry");
+    lock.handle_timeout(at);
+    let (_, put) = one(&mut lock);
+    assert_eq!(put.uri().query(), Some("prevExist=false"));
+
+    // lock: fails, saying so.
+    let mut lock = Lock::new(config_k());
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, created(11, "n"), late);
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::LeaseExpired { token: 11 })
+    );
+    assert!(lock.fence().is_none());
+}
+
+/// Found by the simulator (seed 2029): a delayed duplicate of an earlier hold's DELETE
+/// (`prevValue` only) removed a later hold of the same node id. A known hold's unlock is now
+/// pinned with `prevIndex`; a stale index is settled by a read and retried at the right one.
+#[test]
+fn unlock_is_pinned_to_the_hold_it_releases() {
+    let mut lock = Lock::new(config_k());
+    let mut now = t0();
+    locked(&mut lock, now, 7); // created and modified at 7
+    lock.unlock(now);
+    let (id, delete) = one(&mut lock);
+    assert_eq!(delete.uri().query(), Some("prevValue=n&prevIndex=7"));
+    // A renewal whose answer was lost had moved the key to index 8.
+    let body = br#"{"errorCode":101,"message":"Compare failed","cause":"[7 != 8]","index":9}"#;
+    lock.handle_response(
+        id,
+        Response::builder().status(412).body(body.to_vec()).unwrap(),
+        now,
+    );
+    let (id, read) = one(&mut lock);
+    assert_eq!(read.uri().query(), Some("quorum=true"));
+    lock.handle_response(id, present("k", "n", 7, 8).unwrap(), now);
+    let (id, delete) = one(&mut lock);
+    assert_eq!(delete.uri().query(), Some("prevValue=n&prevIndex=8"));
+    let ok =
+        br#"{"action":"compareAndDelete","node":{"key":"/k","modifiedIndex":10,"createdIndex":7}}"#;
+    lock.handle_response(
+        id,
+        Response::builder().status(200).body(ok.to_vec()).unwrap(),
+        now,
+    );
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Unlocked)
+    );
+
+    // Someone else holds it now: not ours.
+    let mut lock = Lock::new(config_k());
+    locked(&mut lock, now, 7);
+    lock.unlock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(
+        id,
+        Response::builder().status(412).body(body.to_vec()).unwrap(),
+        now,
+    );
+    let done = settle(&mut lock, &mut now, || present("k", "other", 9, 9));
+    assert!(
+        matches!(done.result, Err(Error::LockNotOwned { .. })),
+        "{:?}",
+        done.result
     );
 }

@@ -278,7 +278,16 @@ macro_rules! conformance_suite {
                 let mut events = a.events();
                 a.lock().await.unwrap();
                 assert_locked(&next_event(&mut events).await, "node-a");
+                let token = a.fence().expect("held").token();
                 a.destroy();
+                // Nothing renews the hold any more: it is reported lost, then the stream ends.
+                assert_eq!(
+                    next_event(&mut events).await,
+                    Event::Lost {
+                        token,
+                        reason: $ml::LostReason::Destroyed
+                    }
+                );
                 let end = rt::timeout(PATIENCE, events.next())
                     .await
                     .expect("stream ends");
@@ -372,6 +381,300 @@ macro_rules! conformance_suite {
                     }
                 })
                 .await
+            }
+
+            /// Runs both futures; returns the first to finish (the other is dropped).
+            async fn race<A: std::future::Future, B: std::future::Future>(
+                a: A,
+                b: B,
+            ) -> Result<A::Output, B::Output> {
+                use std::pin::pin;
+                use std::task::Poll;
+                let (mut a, mut b) = (pin!(a), pin!(b));
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                        return Poll::Ready(Ok(v));
+                    }
+                    if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                        return Poll::Ready(Err(v));
+                    }
+                    Poll::Pending
+                })
+                .await
+            }
+
+            /// Waits until the member at `url` serves exactly `n` watches. etcd offers no
+            /// notification for that, so this polls its statistics (bounded).
+            async fn watchers_become(url: &str, n: u64) {
+                let until = std::time::Instant::now() + PATIENCE;
+                while inspect::watchers(url) != n {
+                    assert!(
+                        std::time::Instant::now() < until,
+                        "watchers never became {n}"
+                    );
+                    rt::sleep(Duration::from_millis(2)).await;
+                }
+            }
+
+            /// A fresh single-member etcd, so that its watcher count is this test's alone.
+            async fn own_etcd() -> etcd::EtcdServer {
+                rt::blocking(etcd::EtcdServer::start).await
+            }
+
+            // ----- waiting acquire, auto-renew, fencing, guards ----------------------------
+
+            #[$test]
+            async fn waiter_wakes_on_the_release_itself() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = Etcd::new([url.clone()]).unwrap();
+                let a = Microlock::new(&etcd, "wake", "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, "wake", "node-b", TTL).unwrap();
+                let first = a.lock().await.unwrap();
+                let release = async {
+                    watchers_become(&url, 1).await; // b is parked in its watch
+                    let at = std::time::Instant::now();
+                    a.unlock().await.unwrap();
+                    at
+                };
+                let (got, released_at) = join(b.acquire(PATIENCE), release).await;
+                let fence = got.expect("acquired after the release");
+                let latency = released_at.elapsed();
+                assert!(fence.token() > first.token());
+                assert!(b.is_held());
+                assert!(
+                    latency < Duration::from_millis(500),
+                    "woke after {latency:?}"
+                );
+                assert_eq!(inspect::watchers(&url), 0, "no watch left behind");
+            }
+
+            #[$test]
+            async fn wake_up_latency_over_fifty_handovers() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = Etcd::new([url.clone()]).unwrap();
+                let a = Microlock::new(&etcd, "latency", "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, "latency", "node-b", TTL).unwrap();
+                let mut latencies = Vec::new();
+                let mut last = 0;
+                for _ in 0..50 {
+                    let held = a.lock().await.unwrap();
+                    assert!(held.token() > last);
+                    let release = async {
+                        watchers_become(&url, 1).await;
+                        let at = std::time::Instant::now();
+                        a.unlock().await.unwrap();
+                        at
+                    };
+                    let (got, released_at) = join(b.acquire(PATIENCE), release).await;
+                    let fence = got.unwrap();
+                    latencies.push(released_at.elapsed());
+                    assert!(fence.token() > held.token());
+                    last = fence.token();
+                    b.unlock().await.unwrap();
+                }
+                latencies.sort();
+                let p50 = latencies[latencies.len() / 2];
+                let p90 = latencies[latencies.len() * 9 / 10];
+                println!(
+                    "{}: waiter wake-up after release over {} runs: p50 {:?}, p90 {:?}, max {:?}",
+                    stringify!($ml),
+                    latencies.len(),
+                    p50,
+                    p90,
+                    latencies[latencies.len() - 1]
+                );
+                assert!(p50 < Duration::from_millis(100), "p50 {p50:?}");
+            }
+
+            #[$test]
+            async fn waiter_acquires_when_the_holders_ttl_expires() {
+                let key = unique_key("wait-expiry");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", Duration::from_secs(1)).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                let first = a.lock().await.unwrap();
+                let started = std::time::Instant::now();
+                let second = b.acquire(PATIENCE).await.expect("acquired after expiry");
+                assert!(second.token() > first.token());
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{:?}",
+                    started.elapsed()
+                );
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-b"));
+            }
+
+            #[$test]
+            async fn acquire_deadline_is_a_wait_timeout() {
+                let key = unique_key("wait-timeout");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                let started = std::time::Instant::now();
+                match b.acquire(Duration::from_millis(300)).await {
+                    Err(Error::WaitTimeout { waited }) => {
+                        assert!(waited >= Duration::from_millis(300), "{waited:?}")
+                    }
+                    other => panic!("expected WaitTimeout, got {other:?}"),
+                }
+                assert!(started.elapsed() < Duration::from_secs(3));
+                assert!(!b.is_held());
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
+            }
+
+            #[$test]
+            async fn cancelled_waiter_leaves_nothing_behind() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = Etcd::new([url.clone()]).unwrap();
+                let a = Microlock::new(&etcd, "cancel", "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, "cancel", "node-b", TTL).unwrap();
+                a.lock().await.unwrap();
+                // Drop b's acquire once it is parked in its watch.
+                let outcome = race(b.acquire(Duration::MAX), watchers_become(&url, 1)).await;
+                assert!(
+                    outcome.is_err(),
+                    "the acquire cannot finish while a holds the lock"
+                );
+                watchers_become(&url, 0).await; // its long poll is gone
+                a.unlock().await.unwrap();
+                let c = Microlock::new(&etcd, "cancel", "node-c", TTL).unwrap();
+                c.lock().await.expect("nobody else took it");
+                assert!(!b.is_held());
+                assert_eq!(inspect::value(&url, "cancel").as_deref(), Some("node-c"));
+            }
+
+            #[$test]
+            async fn auto_renew_keeps_the_lock_across_three_ttls() {
+                let key = unique_key("auto-renew");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", Duration::from_secs(1)).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                let guard = a.guard(PATIENCE).await.unwrap();
+                let token = guard.token();
+                rt::sleep(Duration::from_millis(3500)).await; // 3.5 TTLs pass
+                assert!(guard.is_held(), "still held after 3.5 TTLs");
+                let node = inspect::node(&url(), &key).expect("key alive");
+                assert_eq!(node["value"], "node-a");
+                assert_eq!(
+                    node["createdIndex"].as_u64(),
+                    Some(token),
+                    "renewed, not re-created"
+                );
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+                guard.release().await.unwrap();
+                assert_eq!(inspect::node(&url(), &key), None);
+                assert!(!a.is_held());
+            }
+
+            #[$test]
+            async fn dropping_a_guard_releases_the_lock() {
+                let key = unique_key("guard-drop");
+                let etcd = client();
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                let token = {
+                    let guard = a.guard(PATIENCE).await.unwrap();
+                    assert!(guard.is_held() && a.is_held());
+                    assert_eq!(a.fence().map(|f| f.token()), Some(guard.token()));
+                    guard.token()
+                };
+                // Released in the background: b gets it long before the 5 s TTL.
+                let started = std::time::Instant::now();
+                let fence = b.acquire(PATIENCE).await.unwrap();
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{:?}",
+                    started.elapsed()
+                );
+                assert!(fence.token() > token);
+            }
+
+            #[$test]
+            async fn tokens_strictly_increase_and_fence_every_holder() {
+                let key = unique_key("fencing");
+                let etcd = client();
+                let nodes: Vec<_> = (0..3)
+                    .map(|i| Microlock::new(&etcd, &key, &format!("node-{i}"), TTL).unwrap())
+                    .collect();
+                let mut store = $crate::fenced::FencedStore::default();
+                for round in 0..9 {
+                    let lock = &nodes[round % 3];
+                    let fence = lock.acquire(PATIENCE).await.unwrap();
+                    store
+                        .write(fence.token())
+                        .expect("a current holder's token is accepted");
+                    lock.unlock().await.unwrap();
+                }
+                assert!(
+                    store.accepted.windows(2).all(|w| w[0] < w[1]),
+                    "{:?}",
+                    store.accepted
+                );
+                let first = store.accepted[0];
+                assert!(store.write(first).is_err(), "a stale token is refused");
+            }
+
+            #[$test]
+            async fn paused_holder_loses_the_lock_and_its_stale_token_is_fenced() {
+                use std::io::BufRead;
+                let key = unique_key("paused");
+                let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_holder"))
+                    .args([stringify!($ml), &url(), &key, "paused-holder", "2"])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("holder process");
+                struct Kill(std::process::Child);
+                impl Drop for Kill {
+                    fn drop(&mut self) {
+                        let _ = self.0.kill();
+                        let _ = self.0.wait();
+                    }
+                }
+                let stdout = child.stdout.take().unwrap();
+                let pid = child.id();
+                let _child = Kill(child);
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(stdout).lines() {
+                        if tx.send(line.unwrap()).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+                let next_line = || {
+                    let rx = rx.clone();
+                    rt::blocking(move || rx.lock().unwrap().recv_timeout(PATIENCE).expect("a line"))
+                };
+                let line = next_line().await;
+                let stale: u64 = line.strip_prefix("token ").unwrap().parse().unwrap();
+                let mut store = $crate::fenced::FencedStore::default();
+                store.write(stale).unwrap(); // it really held the lock
+
+                etcd::pause(pid); // SIGSTOP: no renewals, no timers
+                let b = Microlock::new(&client(), &key, "node-b", TTL).unwrap();
+                let fence = b
+                    .acquire(PATIENCE)
+                    .await
+                    .expect("the paused holder's lease expires");
+                assert!(fence.token() > stale);
+                store
+                    .write(fence.token())
+                    .expect("the new holder's token is accepted");
+
+                etcd::resume(pid); // SIGCONT: it finds out
+                let lost = next_line().await;
+                assert!(lost == "lost Expired" || lost == "lost NotOwned", "{lost}");
+                let line = next_line().await;
+                let write: u64 = line.strip_prefix("write ").unwrap().parse().unwrap();
+                assert_eq!(write, stale);
+                let refused = store.write(write).expect_err("the stale token is refused");
+                assert_eq!(refused.highest, fence.token());
+                assert!(b.is_held());
             }
 
             // ----- hostile keys and node ids ------------------------------------------------

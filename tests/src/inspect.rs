@@ -93,3 +93,11 @@ pub fn is_leader(url: &str) -> bool {
     let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
     v["state"] == "StateLeader"
 }
+
+/// How many watches (long polls) the member at `url` is serving (`GET /v2/stats/store`).
+pub fn watchers(url: &str) -> u64 {
+    let r = raw_request(url, "GET", "/v2/stats/store", None);
+    assert_eq!(r.status, 200, "store stats of {url}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
+    v["watchers"].as_u64().expect("a watcher count")
+}

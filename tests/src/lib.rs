@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod etcd;
+pub mod fenced;
 pub mod inspect;
 pub mod rt;
 

@@ -17,4 +17,30 @@ pub mod tokio {
             .await
             .expect("blocking task panicked")
     }
+
+    /// Lets time pass (only where the passing of time is what a test is about).
+    pub async fn sleep(duration: Duration) {
+        ::tokio::time::sleep(duration).await
+    }
+}
+
+/// async-std.
+pub mod async_std {
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// `Some(output)`, or `None` when `future` takes longer than `limit`.
+    pub async fn timeout<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+        ::async_std::future::timeout(limit, future).await.ok()
+    }
+
+    /// Runs `f` on a blocking thread (for the synchronous harness calls).
+    pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        ::async_std::task::spawn_blocking(f).await
+    }
+
+    /// Lets time pass (only where the passing of time is what a test is about).
+    pub async fn sleep(duration: Duration) {
+        ::async_std::task::sleep(duration).await
+    }
 }

@@ -1,0 +1,60 @@
+//! Several workers contend for one lock; each takes it, works a little, hands it over.
+//!
+//! `cargo run -p microlock-async-std --example demo -- [ETCD_URL] [WORKERS] [ROUNDS]`
+//! (defaults: `http://127.0.0.1:2379`, 4 workers, 3 rounds each). `make demo` starts etcd
+//! for you (for the tokio demo; `.ci/with-etcd.sh` runs this one).
+
+use std::time::Duration;
+
+use microlock_async_std::{Error, Etcd, Event, Microlock};
+
+#[async_std::main]
+async fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let etcd = Etcd::new([url.as_str()])?;
+    let key = format!("microlock-demo/{}", std::process::id());
+    println!("{workers} workers contend for lock {key:?} on {url}, {rounds} turns each");
+
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (etcd, key) = (etcd.clone(), key.clone());
+        tasks.push(async_std::task::spawn(async move {
+            let me = format!("worker-{w}");
+            let lock = Microlock::new(&etcd, &key, &me, Duration::from_secs(5))?;
+            let mut events = lock.events();
+            for _ in 0..rounds {
+                loop {
+                    match lock.lock().await {
+                        Ok(fence) => {
+                            println!("{me} holds the lock (fencing token {})", fence.token());
+                            async_std::task::sleep(Duration::from_millis(100)).await;
+                            println!("{me} releases it");
+                            lock.unlock().await?;
+                            break;
+                        }
+                        // Someone else holds it: wait until it is released, then try again.
+                        Err(Error::AlreadyLocked { .. }) => loop {
+                            match events.next().await {
+                                Some(Event::Unlocked { .. }) => break,
+                                Some(_) => continue,
+                                None => return Err(Error::Destroyed),
+                            }
+                        },
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await?; // a worker's panic propagates here
+    }
+    println!("all {} turns done", workers * rounds);
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! A hold of the lock as a value: auto-renewed while it lives, released when dropped.
+
+use std::time::Instant;
+
+use async_std::channel::Receiver;
+use microlock_proto::{Error, Event, Fence, LostReason};
+
+use crate::Microlock;
+
+/// The lock, held: returned by [`Microlock::guard`]. While it lives the lease is renewed
+/// automatically (every third of the TTL by default).
+///
+/// Check [`is_held`](LockGuard::is_held) (or await [`lost`](LockGuard::lost)) before acting on
+/// the protected resource, and pass [`token`](LockGuard::token) to it as a fencing token.
+///
+/// Dropping the guard releases the lock best-effort: it asks the driver task to unlock and
+/// returns at once. If the driver cannot run any more (e.g. the process is exiting), the key
+/// expires with its TTL. Prefer [`release`](LockGuard::release), which reports the outcome.
+#[derive(Debug)]
+pub struct LockGuard<'a> {
+    lock: &'a Microlock,
+    fence: Fence,
+    losses: Receiver<Event>,
+    lost: Option<LostReason>,
+    released: bool,
+}
+
+impl<'a> LockGuard<'a> {
+    pub(crate) fn new(lock: &'a Microlock, fence: Fence, losses: Receiver<Event>) -> LockGuard<'a> {
+        LockGuard {
+            lock,
+            fence,
+            losses,
+            lost: None,
+            released: false,
+        }
+    }
+
+    /// The fencing token of this hold (constant while it lasts; renewals keep it).
+    pub fn token(&self) -> u64 {
+        self.fence.token()
+    }
+
+    /// The current fence (its `valid_until` moves forward with each renewal).
+    pub fn fence(&self) -> Fence {
+        self.lock
+            .fence()
+            .filter(|f| f.token() == self.token())
+            .unwrap_or(self.fence)
+    }
+
+    /// Whether the lock is still held: not lost, and the local validity deadline is ahead.
+    pub fn is_held(&self) -> bool {
+        self.lost.is_none()
+            && self
+                .lock
+                .fence()
+                .is_some_and(|f| f.token() == self.token() && Instant::now() < f.valid_until())
+    }
+
+    /// Resolves when the hold is lost (renewal failed until the validity deadline, etcd said
+    /// the key is not ours, the watch saw it taken, or the client was destroyed), with why.
+    /// Resolves at once if it is already lost.
+    pub async fn lost(&mut self) -> LostReason {
+        if let Some(reason) = self.lost {
+            return reason;
+        }
+        loop {
+            match self.losses.recv().await {
+                Ok(Event::Lost { token, reason }) if token == self.token() => {
+                    self.lost = Some(reason);
+                    return reason;
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    self.lost = Some(LostReason::Destroyed);
+                    return LostReason::Destroyed;
+                }
+            }
+        }
+    }
+
+    /// Releases the lock and reports the outcome (`Err(LockNotOwned)` if it was lost).
+    pub async fn release(mut self) -> Result<(), Error> {
+        self.released = true;
+        let result = self.lock.unlock().await;
+        self.lock.restore_auto_renew();
+        result
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.lock.unlock_in_background();
+            self.lock.restore_auto_renew();
+        }
+    }
+}

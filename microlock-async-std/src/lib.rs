@@ -1,0 +1,351 @@
+//! # microlock-async-std
+//!
+//! A dead simple distributed lock on [etcd](https://etcd.io) for async-std, compatible with
+//! microlock for Node.js (same key, same value, same TTL), with typed errors and fencing
+//! tokens.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use microlock_async_std::{Error, Etcd, Microlock};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let etcd = Etcd::new(["http://127.0.0.1:2379"])?;
+//! let foo = Microlock::new(&etcd, "foo", "node-1", Duration::from_secs(5))?;
+//! match foo.lock().await {
+//!     Ok(fence) => {
+//!         // foo is locked by this node; fence.token() is the fencing token.
+//!         foo.renew().await?;
+//!         foo.unlock().await?;
+//!     }
+//!     Err(Error::AlreadyLocked { .. }) => { /* another node holds foo */ }
+//!     Err(e) => return Err(e), // etcd unreachable, timed out, ...
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! All protocol logic lives in [`microlock_proto`]; this crate only moves bytes and timers.
+//! It has the same API and behaviour as `microlock-tokio`: both drive the same
+//! [`microlock_proto::driver::Driver`].
+//!
+//! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). This adapter is
+//! small (about 290 lines of code, half of them the HTTP client), so an adapter for smol or
+//! another runtime is a short file of the same shape.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod driver;
+mod guard;
+mod http_client;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_std::channel::{self, Receiver, Sender};
+
+pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, LostReason, NodeId};
+use microlock_proto::{Lock, Outcome};
+
+use crate::driver::{Command, Input, Reply, Shared};
+pub use crate::guard::LockGuard;
+use crate::http_client::HttpClient;
+
+/// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
+/// every lock made from it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    endpoints: Vec<Endpoint>,
+    client: HttpClient,
+}
+
+impl Etcd {
+    /// An etcd cluster reachable at these client URLs (`http://host:port`).
+    ///
+    /// ```
+    /// # use microlock_async_std::Etcd;
+    /// let etcd = Etcd::new(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])?;
+    /// assert_eq!(etcd.endpoints().len(), 2);
+    /// # Ok::<(), microlock_async_std::Error>(())
+    /// ```
+    pub fn new<I, S>(endpoints: I) -> Result<Etcd, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints = endpoints
+            .into_iter()
+            .map(|e| Endpoint::parse(e.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "at least one endpoint is required",
+            });
+        }
+        Ok(Etcd {
+            endpoints,
+            client: HttpClient::new(),
+        })
+    }
+
+    /// The client URLs.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+}
+
+impl Default for Etcd {
+    /// etcd's default client URL, `http://127.0.0.1:2379`.
+    fn default() -> Etcd {
+        Etcd {
+            endpoints: vec![Endpoint::default()],
+            client: HttpClient::new(),
+        }
+    }
+}
+
+/// A lock client for one key and one node id (microlock's `new Microlock(etcd, key, id, ttl)`).
+///
+/// Dropping it (or calling [`destroy`](Microlock::destroy)) stops its driver task, cancels its
+/// requests and ends its event streams. It does not release the key in etcd: call
+/// [`unlock`](Microlock::unlock) for that, or let the TTL run out.
+#[derive(Debug)]
+pub struct Microlock {
+    inputs: Sender<Input>,
+    config: Config,
+    shared: Shared,
+}
+
+impl Microlock {
+    /// A lock on `key` for `node_id` with a lease of `ttl` (whole seconds, rounded up; at least
+    /// 1 s). Invalid input is an error here, before anything is sent.
+    ///
+    /// Its driver task runs on async-std's global executor, so this works from any thread.
+    pub fn new(etcd: &Etcd, key: &str, node_id: &str, ttl: Duration) -> Result<Microlock, Error> {
+        Microlock::with_config(etcd, Config::new(key, node_id, ttl)?)
+    }
+
+    /// A lock from a full [`Config`] (request timeout, safety margin...). The config's
+    /// endpoints are replaced by `etcd`'s.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use microlock_async_std::{Config, Etcd, Microlock};
+    /// # async fn demo() -> Result<(), microlock_async_std::Error> {
+    /// let etcd = Etcd::default();
+    /// let config = Config::new("jobs/nightly", "worker-7", Duration::from_secs(10))?
+    ///     .with_request_timeout(Duration::from_secs(2));
+    /// let lock = Microlock::with_config(&etcd, config)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
+        let config = config.with_endpoints(etcd.endpoints.clone())?;
+        let (inputs, receiver) = channel::unbounded();
+        let machine = Lock::new(config.clone());
+        let shared = Shared::default();
+        async_std::task::spawn(driver::run(
+            machine,
+            etcd.client.clone(),
+            shared.clone(),
+            inputs.clone(),
+            receiver,
+        ));
+        Ok(Microlock {
+            inputs,
+            config,
+            shared,
+        })
+    }
+
+    /// The configuration (key, node id, TTL...).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Tries to take the lock. `Err(Error::AlreadyLocked)` when another node holds it (or this
+    /// one does already, as in microlock for Node.js). The returned [`Fence`] carries the
+    /// fencing token and the local validity deadline.
+    ///
+    /// Dropping the future does not cancel the request: etcd may still grant the lock.
+    pub async fn lock(&self) -> Result<Fence, Error> {
+        match self.run(Command::Lock).await? {
+            Outcome::Locked(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Releases the lock. `Err(Error::LockNotOwned)` when this node does not hold it.
+    pub async fn unlock(&self) -> Result<(), Error> {
+        match self.run(Command::Unlock).await? {
+            Outcome::Unlocked => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Extends the lease by the TTL. `Err(Error::LockNotOwned)` when this node does not hold
+    /// the lock (any more).
+    pub async fn renew(&self) -> Result<Fence, Error> {
+        match self.run(Command::Renew).await? {
+            Outcome::Renewed(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Takes the lock, waiting up to `timeout` for it to be released if another node holds
+    /// it: the wait is a watch on the key (woken by its release or expiry), not polling.
+    /// `Err(Error::WaitTimeout)` when the time is up; `Duration::MAX` waits without limit.
+    ///
+    /// Dropping the returned future cancels the wait: no request, watch or timer is left
+    /// behind (a write already sent is settled in the background and, if it took the lock,
+    /// released).
+    pub async fn acquire(&self, timeout: Duration) -> Result<Fence, Error> {
+        let (sender, receiver) = channel::bounded(1);
+        let timeout = (timeout != Duration::MAX).then_some(timeout);
+        self.send(Command::Acquire(timeout, sender))?;
+        let cancel = CancelOnDrop(self);
+        let result = receiver.recv().await.map_err(|_| Error::Destroyed);
+        std::mem::forget(cancel);
+        match result?? {
+            Outcome::Acquired(fence) => Ok(fence),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Acquires the lock (waiting up to `timeout`) and returns a [`LockGuard`] that owns it:
+    /// auto-renewed while it lives, released when dropped.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use microlock_async_std::{Etcd, Microlock};
+    /// # async fn demo() -> Result<(), microlock_async_std::Error> {
+    /// let lock = Microlock::new(&Etcd::default(), "jobs/nightly", "worker-7", Duration::from_secs(10))?;
+    /// let guard = lock.guard(Duration::from_secs(30)).await?;
+    /// // ... work, passing guard.token() to the resource, checking guard.is_held() ...
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn guard(&self, timeout: Duration) -> Result<LockGuard<'_>, Error> {
+        let (sender, losses) = channel::unbounded();
+        self.send(Command::SubscribeLost(sender))?;
+        self.set_auto_renew(true);
+        match self.acquire(timeout).await {
+            Ok(fence) => Ok(LockGuard::new(self, fence, losses)),
+            Err(e) => {
+                self.restore_auto_renew();
+                Err(e)
+            }
+        }
+    }
+
+    /// Switches automatic lease renewal on or off (default: the config's, off unless
+    /// [`Config::with_auto_renew`]). While on and holding, the lease is renewed every
+    /// [`Config::renew_interval`]; if renewal cannot succeed before the local validity
+    /// deadline, [`Event::Lost`] is emitted and the hold ends.
+    pub fn set_auto_renew(&self, on: bool) {
+        let _ = self.send(Command::AutoRenew(on));
+    }
+
+    /// The current hold's fence, while this node believes it holds the lock.
+    pub fn fence(&self) -> Option<Fence> {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this node holds the lock now: a fence whose validity deadline is ahead.
+    pub fn is_held(&self) -> bool {
+        self.fence()
+            .is_some_and(|f| std::time::Instant::now() < f.valid_until())
+    }
+
+    pub(crate) fn restore_auto_renew(&self) {
+        self.set_auto_renew(self.config.auto_renew());
+    }
+
+    pub(crate) fn unlock_in_background(&self) {
+        let (sender, _) = channel::bounded(1);
+        let _ = self.send(Command::Unlock(sender));
+    }
+
+    /// Subscribes to this key's events: [`Event::Locked`] / [`Event::Unlocked`] (node
+    /// agnostic, from a watch that runs while at least one subscription is alive; the first
+    /// event is `Locked` by the current holder when the key is held) and this node's
+    /// [`Event::Lost`].
+    pub fn events(&self) -> Events {
+        let (sender, receiver) = channel::unbounded();
+        let _ = self.send(Command::Subscribe(sender));
+        Events {
+            receiver,
+            inputs: self.inputs.clone(),
+        }
+    }
+
+    /// Stops the driver: cancels in-flight requests and the watch, fails pending operations
+    /// with [`Error::Destroyed`], ends event streams. Idempotent; also done on drop.
+    pub fn destroy(&self) {
+        let _ = self.send(Command::Destroy);
+    }
+
+    async fn run(&self, command: fn(Reply) -> Command) -> Result<Outcome, Error> {
+        let (sender, receiver) = channel::bounded(1);
+        self.send(command(sender))?;
+        receiver.recv().await.map_err(|_| Error::Destroyed)?
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        (self.inputs.try_send(Input::Command(command))).map_err(|_| Error::Destroyed)
+    }
+}
+
+impl Drop for Microlock {
+    fn drop(&mut self) {
+        // The driver's channel also carries finished requests, so it never closes while a
+        // request runs: the driver stops on this command, not on the channel's closure.
+        self.destroy();
+    }
+}
+
+/// Tells the driver a caller went away, if dropped before disarmed.
+struct CancelOnDrop<'a>(&'a Microlock);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(Command::Cancelled);
+    }
+}
+
+fn unexpected(outcome: Outcome) -> Error {
+    Error::Protocol {
+        reason: format!("internal: unexpected outcome {outcome:?}"),
+    }
+}
+
+/// A subscription to a lock's events: `events.next().await`, or use it as a
+/// [`Stream`](futures_core::Stream). Ends (`None`) when the lock is destroyed or dropped.
+#[derive(Debug)]
+pub struct Events {
+    receiver: Receiver<Event>,
+    // Only to announce the unsubscription: it does not keep the driver alive (see `Drop for
+    // Microlock`).
+    inputs: Sender<Input>,
+}
+
+impl Events {
+    /// The next event, or `None` once the lock is gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.receiver.recv().await.ok()
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.receiver).poll_next(cx)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.receiver.close();
+        let _ = self.inputs.try_send(Input::Command(Command::Unsubscribed));
+    }
+}
