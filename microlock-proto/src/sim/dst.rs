@@ -183,8 +183,18 @@ enum Doing {
     Releasing,
 }
 
+/// How a client uses the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// `acquire` (waiting) with auto-renew.
+    Waiter,
+    /// `lock` (try once), renewing by hand between writes.
+    TryLocker,
+}
+
 struct Client {
     lock: Lock,
+    style: Style,
     /// Bumped on crash: replies and timers of an earlier incarnation are dropped.
     incarnation: u32,
     /// Clock rate error in ppm (signed).
@@ -325,9 +335,18 @@ impl World {
             } else {
                 (self.rng.next_u64() % (2 * drift as u64 + 1)) as i64 - drift
             };
-            let lock = self.new_machine(i, seed, 0);
+            let style = if self.rng.next_u64() % 3 == 0 {
+                Style::TryLocker
+            } else {
+                Style::Waiter
+            };
+            let mut lock = self.new_machine(i, seed, 0, style);
+            if self.rng.next_u64() % 2 == 0 {
+                lock.set_watching(true, self.base); // follows the key's events too
+            }
             self.clients.push(Client {
                 lock,
+                style,
                 incarnation: 0,
                 drift_ppm,
                 doing: Doing::Idle,
@@ -381,7 +400,7 @@ impl World {
         self.at(Duration::ZERO, Ev::EtcdTick);
     }
 
-    fn new_machine(&mut self, client: usize, seed: u64, incarnation: u32) -> Lock {
+    fn new_machine(&mut self, client: usize, seed: u64, incarnation: u32, style: Style) -> Lock {
         let config = Config::new(
             "sim/lock",
             &format!("client-{client}.{incarnation}"),
@@ -389,7 +408,7 @@ impl World {
         )
         .expect("valid")
         .with_safety_margin(self.p.margin)
-        .with_auto_renew(true)
+        .with_auto_renew(style == Style::Waiter)
         .with_request_timeout(Duration::from_millis(1500))
         .with_seed(
             seed.wrapping_mul(31)
@@ -589,7 +608,8 @@ impl World {
                     "fault: c{client} crashes (incarnation {incarnation})"
                 ));
                 let seed = self.rng.next_u64();
-                let lock = self.new_machine(client, seed, incarnation);
+                let style = self.clients[client].style;
+                let lock = self.new_machine(client, seed, incarnation, style);
                 let c = &mut self.clients[client];
                 c.lock = lock;
                 c.incarnation = incarnation;
@@ -610,10 +630,18 @@ impl World {
                 self.clients[client].cut_off_until = Some(until);
             }
             Ev::CloseWatches => {
-                self.trace("fault: etcd closes every watch".into());
+                // A member shutting down ends its long polls: a clean empty 200, or (as a
+                // real etcd does when stopped) a body cut short, which is a transport error.
+                let cut = self.rng.next_u64() % 2 == 0;
+                self.trace(format!("fault: etcd closes every watch (cut: {cut})"));
                 for (global, response) in self.etcd.close_watches() {
                     if let Some((client, incarnation, rid, lost)) = self.parked.remove(&global) {
-                        self.reply(client, incarnation, rid, Ok(response), lost);
+                        let reply = if cut {
+                            Err("body cut short".to_owned())
+                        } else {
+                            Ok(response)
+                        };
+                        self.reply(client, incarnation, rid, reply, lost);
                     }
                 }
             }
@@ -677,6 +705,14 @@ impl World {
         let now = self.local(client, self.now);
         let incarnation = self.clients[client].incarnation;
         match self.clients[client].doing {
+            Doing::Idle if self.clients[client].style == Style::TryLocker => {
+                self.clients[client].lock.lock(now);
+                self.clients[client].doing = Doing::Acquiring;
+                self.trace(format!("c{client} tries to lock"));
+                if !self.faulty() {
+                    self.wanted_after_heal = true;
+                }
+            }
             Doing::Idle => {
                 let wait = self.rand_dur(Duration::from_millis(200), self.p.ttl * 4);
                 self.clients[client].lock.acquire(Some(now + wait), now);
@@ -695,6 +731,9 @@ impl World {
                     self.clients[client].doing = Doing::Releasing;
                     self.trace(format!("c{client} unlocks"));
                 } else {
+                    if self.clients[client].style == Style::TryLocker {
+                        self.clients[client].lock.renew(now); // by hand, between writes
+                    }
                     self.clients[client].doing = Doing::Holding {
                         token,
                         writes_left: writes_left - 1,
@@ -862,7 +901,7 @@ impl World {
             );
         };
         match (self.clients[client].doing, done.result) {
-            (Doing::Acquiring, Ok(Outcome::Acquired(fence))) => {
+            (Doing::Acquiring, Ok(Outcome::Acquired(fence) | Outcome::Locked(fence))) => {
                 let token = fence.token();
                 if self.last_token.is_some_and(|last| token <= last) {
                     self.violation(
