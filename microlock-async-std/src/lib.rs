@@ -27,9 +27,11 @@
 //! It has the same API and behaviour as `microlock-tokio`: both drive the same
 //! [`microlock_proto::driver::Driver`].
 //!
-//! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). This adapter is
-//! small (about 290 lines of code, half of them the HTTP client), so an adapter for smol or
-//! another runtime is a short file of the same shape.
+//! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). The part of this
+//! crate that is specific to a runtime is small: its driver loop (`driver.rs`) is 86 lines of
+//! code, the whole crate about 510 (the public API, the same as microlock-tokio's, and an
+//! HTTP/1.1 connection pool), so an adapter for smol or another runtime is a short file of the
+//! same shape.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -202,10 +204,12 @@ impl Microlock {
         let (sender, receiver) = channel::bounded(1);
         let timeout = (timeout != Duration::MAX).then_some(timeout);
         self.send(Command::Acquire(timeout, sender))?;
-        let cancel = CancelOnDrop(self);
-        let result = receiver.recv().await.map_err(|_| Error::Destroyed);
-        std::mem::forget(cancel);
-        match result?? {
+        let waiting = CancelOnDrop {
+            lock: self,
+            receiver,
+            answered: false,
+        };
+        match waiting.answer().await? {
             Outcome::Acquired(fence) => Ok(fence),
             other => Err(unexpected(other)),
         }
@@ -303,12 +307,30 @@ impl Drop for Microlock {
     }
 }
 
-/// Tells the driver a caller went away, if dropped before disarmed.
-struct CancelOnDrop<'a>(&'a Microlock);
+/// A cancellable command's answer: dropped before it comes, it tells the driver the caller
+/// went away.
+struct CancelOnDrop<'a> {
+    lock: &'a Microlock,
+    receiver: Receiver<Result<Outcome, Error>>,
+    answered: bool,
+}
+
+impl CancelOnDrop<'_> {
+    async fn answer(mut self) -> Result<Outcome, Error> {
+        let result = self.receiver.recv().await;
+        self.answered = true;
+        result.map_err(|_| Error::Destroyed)?
+    }
+}
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        let _ = self.0.send(Command::Cancelled);
+        if !self.answered {
+            // Closed before `Cancelled` is sent: the driver then asks which callers are gone,
+            // possibly on another thread at once.
+            self.receiver.close();
+            let _ = self.lock.send(Command::Cancelled);
+        }
     }
 }
 

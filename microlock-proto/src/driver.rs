@@ -43,7 +43,7 @@
 //! }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -118,6 +118,9 @@ pub struct Driver<T: Runtime> {
     lock: Lock,
     in_flight: HashMap<RequestId, T::Task>,
     waiting: HashMap<OpId, T::Reply>,
+    /// The waiting acquires: the only commands a caller's going away cancels (a lock, unlock
+    /// or renew already asked for goes ahead, e.g. a guard's release on drop).
+    cancellable: HashSet<OpId>,
     subscribers: Vec<T::Subscriber>,
     loss_subscribers: Vec<T::Subscriber>,
     published: Option<Fence>,
@@ -130,6 +133,7 @@ impl<T: Runtime> Driver<T> {
             lock,
             in_flight: HashMap::new(),
             waiting: HashMap::new(),
+            cancellable: HashSet::new(),
             subscribers: Vec::new(),
             loss_subscribers: Vec::new(),
             published: None,
@@ -154,15 +158,18 @@ impl<T: Runtime> Driver<T> {
             Command::Renew(reply) => (self.lock.renew(now), reply),
             Command::Acquire(timeout, reply) => {
                 let deadline = timeout.and_then(|t| now.checked_add(t));
-                (self.lock.acquire(deadline, now), reply)
+                let op = self.lock.acquire(deadline, now);
+                self.cancellable.insert(op);
+                (op, reply)
             }
             Command::Cancelled => {
                 let gone: Vec<OpId> = (self.waiting.iter())
-                    .filter(|(_, reply)| rt.reply_closed(reply))
+                    .filter(|(op, reply)| self.cancellable.contains(op) && rt.reply_closed(reply))
                     .map(|(op, _)| *op)
                     .collect();
                 for op in gone {
                     self.waiting.remove(&op);
+                    self.cancellable.remove(&op);
                     self.lock.cancel(op, now);
                 }
                 return self.flush(rt);
@@ -245,6 +252,7 @@ impl<T: Runtime> Driver<T> {
             rt.publish(fence);
         }
         while let Some(completion) = self.lock.poll_completion() {
+            self.cancellable.remove(&completion.op);
             if let Some(reply) = self.waiting.remove(&completion.op) {
                 rt.reply(reply, completion.result);
             }

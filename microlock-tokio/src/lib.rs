@@ -201,9 +201,13 @@ impl Microlock {
         self.commands
             .send(Command::Acquire(timeout, sender))
             .map_err(|_| Error::Destroyed)?;
-        let cancel = CancelOnDrop(&self.commands);
+        let mut pending = CancelOnDrop {
+            receiver: Some(receiver),
+            commands: &self.commands,
+        };
+        let receiver = pending.receiver.as_mut().expect("set above");
         let result = receiver.await.map_err(|_| Error::Destroyed);
-        std::mem::forget(cancel);
+        pending.receiver = None; // answered: nothing to cancel
         match result?? {
             Outcome::Acquired(fence) => Ok(fence),
             other => Err(unexpected(other)),
@@ -295,11 +299,19 @@ impl Microlock {
 }
 
 /// Tells the driver a caller went away, if dropped before disarmed.
-struct CancelOnDrop<'a>(&'a mpsc::UnboundedSender<Command>);
+/// Owns a waiting caller's end of the reply channel. Dropped unanswered, it closes that end
+/// *before* telling the driver, so the driver always finds the caller gone.
+struct CancelOnDrop<'a> {
+    receiver: Option<oneshot::Receiver<Result<Outcome, Error>>>,
+    commands: &'a mpsc::UnboundedSender<Command>,
+}
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        let _ = self.0.send(Command::Cancelled);
+        if let Some(receiver) = self.receiver.take() {
+            drop(receiver);
+            let _ = self.commands.send(Command::Cancelled);
+        }
     }
 }
 

@@ -1,0 +1,88 @@
+//! The shared adapter bookkeeping, driven by a recording runtime.
+
+use std::time::{Duration, Instant};
+
+use microlock_proto::driver::{Command, Driver, Flow, Runtime};
+use microlock_proto::http::Request;
+use microlock_proto::{Config, Error, Event, Fence, Lock, Outcome, RequestId};
+
+/// Replies are numbered; `gone` lists the callers that went away.
+#[derive(Default)]
+struct Record {
+    started: Vec<(RequestId, String)>,
+    aborted: usize,
+    answers: Vec<(u32, Result<Outcome, Error>)>,
+    gone: Vec<u32>,
+    published: Vec<Option<Fence>>,
+}
+
+impl Runtime for Record {
+    type Task = RequestId;
+    type Reply = u32;
+    type Subscriber = ();
+    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> RequestId {
+        self.started
+            .push((id, format!("{} {}", request.method(), request.uri())));
+        id
+    }
+    fn abort(&mut self, _: RequestId) {
+        self.aborted += 1;
+    }
+    fn reply(&mut self, reply: u32, result: Result<Outcome, Error>) {
+        self.answers.push((reply, result));
+    }
+    fn deliver(&mut self, _: &(), _: &Event) -> bool {
+        true
+    }
+    fn is_closed(&self, _: &()) -> bool {
+        false
+    }
+    fn reply_closed(&self, reply: &u32) -> bool {
+        self.gone.contains(reply)
+    }
+    fn publish(&mut self, fence: Option<Fence>) {
+        self.published.push(fence);
+    }
+}
+
+fn driver() -> Driver<Record> {
+    Driver::new(Lock::new(
+        Config::new("k", "n", Duration::from_secs(5)).unwrap(),
+    ))
+}
+
+/// Found in review: a guard's release on drop (a fire-and-forget unlock) was cancelled by an
+/// unrelated dropped acquire. Only acquires are cancelled when their caller goes away.
+#[test]
+fn a_caller_going_away_cancels_only_its_waiting_acquire() {
+    let mut rt = Record::default();
+    let mut d = driver();
+    let now = Instant::now();
+    d.command(&mut rt, Command::Unlock(1), now); // its caller is gone from the start
+    d.command(&mut rt, Command::Acquire(None, 2), now); // queued behind the unlock
+    rt.gone = vec![1, 2];
+    d.command(&mut rt, Command::Cancelled, now);
+    assert_eq!(
+        rt.answers,
+        vec![(2, Err(Error::Cancelled))],
+        "only the acquire"
+    );
+    assert_eq!(rt.started.len(), 1, "the unlock still goes out");
+    assert!(rt.started[0].1.starts_with("DELETE"));
+}
+
+#[test]
+fn destroy_answers_everyone_and_stops() {
+    let mut rt = Record::default();
+    let mut d = driver();
+    let now = Instant::now();
+    d.command(&mut rt, Command::Lock(1), now);
+    d.command(&mut rt, Command::Renew(2), now);
+    let flow = d.command(&mut rt, Command::Destroy, now);
+    assert_eq!(flow, Flow::Stop);
+    assert_eq!(rt.aborted, 1, "the lock request in flight is aborted");
+    assert_eq!(
+        rt.answers,
+        vec![(1, Err(Error::Destroyed)), (2, Err(Error::Destroyed))]
+    );
+}
