@@ -75,10 +75,8 @@ fn a_caller_going_away_cancels_only_its_waiting_acquire() {
     let flow = d.response(&mut rt, id, Ok(response), now);
     assert_eq!(rt.started.len(), 1, "no PUT from the cancelled acquire");
     assert_eq!(flow, Flow::Continue(None), "nothing left to do");
-    assert!(
-        rt.answers.is_empty(),
-        "both callers are gone: nobody to answer"
-    );
+    // The unlock is answered (delivery to a departed caller just fails); the acquire is not.
+    assert_eq!(rt.answers, vec![(1, Ok(Outcome::Unlocked))]);
     assert!(!d.machine().is_busy());
 }
 
