@@ -46,6 +46,12 @@ impl Kind {
     }
 }
 
+/// An unlock that knows no hold: it reads the key first.
+const LOOKUP: Kind = Kind::Unlock {
+    token: None,
+    modified: None,
+};
+
 /// A command waiting for its turn.
 #[derive(Debug)]
 pub(crate) struct Queued {
@@ -209,7 +215,13 @@ impl Lock {
                 if let Some(running) = self.running.as_mut() {
                     running.kind = Kind::Unlock { token, modified };
                 }
-                wire::unlock(self.endpoint(), &self.config, modified)
+                let Some(modified) = modified else {
+                    // No hold known: never send an unpinned DELETE (a delayed copy of it could
+                    // remove a later hold of ours). Read the key, then delete what is ours.
+                    let key = self.config.key().as_str().to_owned();
+                    return self.resolve(now, Error::LockNotOwned { key }, 1, now);
+                };
+                wire::unlock(self.endpoint(), &self.config, Some(modified))
             }
         };
         let request = self.new_request(request);
@@ -263,6 +275,11 @@ impl Lock {
             return;
         };
         let kind = running.kind;
+        // What a failed read reports (used when an unlock's look-up read cannot be done).
+        let read_error = match &reply {
+            Err(e) => e.clone(),
+            Ok(r) => r.clone().into_error("read"),
+        };
         match std::mem::replace(
             &mut self.running.as_mut().expect("running").phase,
             Phase::Pause {
@@ -310,6 +327,8 @@ impl Lock {
                     self.pause(delay, then, now);
                 }
                 None if matches!(kind, Kind::Acquire { .. }) => self.retry_acquire(now),
+                // An unlock's look-up read failed: that failure is the answer.
+                None if kind == LOOKUP => self.finish(Err(read_error), now),
                 None => self.finish(Err(failure), now),
             },
             Phase::Wait { index, .. } => self.on_wait(index, reply, now),
@@ -551,6 +570,20 @@ impl Lock {
             (Kind::Acquire { .. }, KeyState::Present { index, .. }) => Verdict::Held(index),
             (Kind::Lock, KeyState::Absent { .. }) => Verdict::Done(Err(failure)),
             (Kind::Acquire { .. }, KeyState::Absent { .. }) => Verdict::Retry,
+            // An unlock's look-up: delete our key, pinned to its current index.
+            (
+                LOOKUP,
+                KeyState::Present {
+                    value,
+                    created,
+                    modified,
+                    ..
+                },
+            ) if ours(&value) => Verdict::Rewrite(Kind::Unlock {
+                token: Some(created),
+                modified: Some(modified),
+            }),
+            (LOOKUP, _) => Verdict::Done(Err(failure)),
             // Still our hold, at a newer index (a lost renewal): release it at that index.
             (
                 Kind::Unlock { token: Some(t), .. },

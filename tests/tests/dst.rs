@@ -112,3 +112,15 @@ fn planted_violation_is_caught_with_a_replayable_seed() {
     assert_eq!(again.trace_hash, report.trace_hash);
     assert_eq!(again.violations, report.violations);
 }
+
+/// Seeds on which the simulator found machine bugs (each also has a unit test in
+/// `microlock-proto/tests/machine.rs`): a deadline timer that stayed due (0, 1), resolution
+/// crediting an older key of ours (38, 57, 355), a late grant reported as success (472), a
+/// duplicated unpinned DELETE removing a later hold (2029, 11035, 28512).
+#[test]
+fn regression_seeds() {
+    let epoch = Instant::now();
+    for seed in [0, 1, 38, 57, 355, 472, 2029, 11035, 28512] {
+        check(&run(seed, &Params::from_seed(seed), epoch));
+    }
+}
