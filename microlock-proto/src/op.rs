@@ -92,6 +92,8 @@ enum Phase {
     /// The write's answer was lost; a quorum GET settles what happened.
     Resolve {
         request: RequestId,
+        /// When the read was sent.
+        sent_at: Instant,
         deadline: Instant,
         write_sent_at: Instant,
         failure: Error,
@@ -244,6 +246,7 @@ impl Lock {
         if let Some(running) = self.running.as_mut() {
             running.phase = Phase::Resolve {
                 request,
+                sent_at: now,
                 deadline,
                 write_sent_at,
                 failure,
@@ -306,17 +309,20 @@ impl Lock {
                 Verdict::Rewrite(kind) => self.rewrite(kind, now),
             },
             Phase::Resolve {
+                sent_at: read_sent_at,
                 write_sent_at,
                 failure,
                 tries,
                 ..
             } => match KeyState::from_read(reply) {
-                Some(state) => match self.judge_resolution(kind, write_sent_at, failure, state) {
-                    Verdict::Done(result) => self.done(result, now),
-                    Verdict::Held(index) => self.after_contention(index, now),
-                    Verdict::Rewrite(kind) => self.rewrite(kind, now),
-                    Verdict::Retry | Verdict::Unknown(_) => self.retry_acquire(now),
-                },
+                Some(state) => {
+                    match self.judge_resolution(kind, write_sent_at, read_sent_at, failure, state) {
+                        Verdict::Done(result) => self.done(result, now),
+                        Verdict::Held(index) => self.after_contention(index, now),
+                        Verdict::Rewrite(kind) => self.rewrite(kind, now),
+                        Verdict::Retry | Verdict::Unknown(_) => self.retry_acquire(now),
+                    }
+                }
                 None if tries < RESOLVE_TRIES => {
                     let then = Then::Resolve {
                         write_sent_at,
@@ -519,6 +525,7 @@ impl Lock {
         &mut self,
         kind: Kind,
         sent_at: Instant,
+        read_sent_at: Instant,
         failure: Error,
         state: KeyState,
     ) -> Verdict {
@@ -549,13 +556,27 @@ impl Lock {
                     value,
                     created,
                     modified,
+                    ttl,
                     ..
                 },
             ) if ours(&value) && created_by_us(created) => {
-                // A create of ours went through: valid from the earliest candidate's send.
+                // A create of ours went through: valid from the earliest candidate's send, and
+                // never past what the key's remaining TTL guarantees: it lives at least
+                // `ttl - 1` s (etcd rounds up) after the read was sent. That bound holds even
+                // if the key came from an earlier, duplicated request of ours.
                 self.unsettled_create = None;
                 let since = first_write.map_or(sent_at, |(at, _)| at);
+                let margin = self.config.safety_margin();
+                let cap = ttl.map(|t| {
+                    (read_sent_at + Duration::from_secs(t.saturating_sub(1)))
+                        .checked_sub(margin)
+                        .unwrap_or(read_sent_at)
+                });
                 let fence = self.hold(since, created, modified);
+                let fence = match cap {
+                    Some(cap) if cap < fence.valid_until => self.cap_hold(fence, cap),
+                    _ => fence,
+                };
                 Verdict::Done(Ok(match kind {
                     Kind::Lock => Outcome::Locked(fence),
                     _ => Outcome::Acquired(fence),
@@ -661,6 +682,18 @@ impl Lock {
             });
         }
         fence
+    }
+
+    /// Lowers the validity of the hold just earned (`fence`) to `until`.
+    fn cap_hold(&mut self, fence: Fence, until: Instant) -> Fence {
+        let capped = Fence {
+            token: fence.token,
+            valid_until: until,
+        };
+        if let Some(held) = self.running.as_mut().and_then(|r| r.earned.as_mut()) {
+            held.fence = capped;
+        }
+        capped
     }
 
     /// A verdict is in. A hold whose validity deadline has already passed (the answer came

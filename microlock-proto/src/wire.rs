@@ -92,6 +92,10 @@ pub(crate) struct Node {
     pub modified_index: Option<u64>,
     #[serde(default)]
     pub dir: bool,
+    /// Remaining whole seconds to live, rounded up by etcd. etcd omits it when 0.
+    pub ttl: Option<i64>,
+    /// When the key expires (present exactly when it has a TTL).
+    pub expiration: Option<String>,
 }
 
 /// A successful answer or a watch event.
@@ -171,6 +175,8 @@ pub(crate) enum KeyState {
         created: u64,
         modified: u64,
         index: u64,
+        /// Remaining whole seconds to live, rounded up (`None`: permanent).
+        ttl: Option<u64>,
     },
 }
 
@@ -188,6 +194,11 @@ impl KeyState {
                     created: node.created_index?,
                     modified: node.modified_index?,
                     index,
+                    // `ttl` is omitted at 0; `expiration` tells a TTL key from a permanent one.
+                    ttl: node
+                        .expiration
+                        .as_ref()
+                        .map(|_| node.ttl.unwrap_or(0).max(0) as u64),
                 })
             }
             Reply::Error {

@@ -62,21 +62,32 @@ fn a_caller_going_away_cancels_only_its_waiting_acquire() {
     d.command(&mut rt, Command::Acquire(None, 2), now); // queued behind the unlock
     rt.gone = vec![1, 2];
     d.command(&mut rt, Command::Cancelled, now);
-    assert_eq!(rt.started.len(), 1, "the unlock still goes out");
-    assert!(rt.started[0].1.starts_with("DELETE"));
-    // The unlock completes; the cancelled acquire behind it never starts.
-    let ok =
-        br#"{"action":"compareAndDelete","node":{"key":"/k","modifiedIndex":9,"createdIndex":7}}"#;
+    assert_eq!(
+        rt.started.len(),
+        1,
+        "the unlock still goes on (its look-up read)"
+    );
+    assert!(rt.started[0].1.starts_with("GET"), "{:?}", rt.started);
+    // The key is gone: the unlock completes; the cancelled acquire behind it never starts.
+    let missing = br#"{"errorCode":100,"message":"Key not found","cause":"/k","index":9}"#;
     let response = microlock_proto::http::Response::builder()
-        .status(200)
-        .body(ok.to_vec())
+        .status(404)
+        .header("X-Etcd-Index", "9")
+        .body(missing.to_vec())
         .unwrap();
     let id = rt.started[0].0;
     let flow = d.response(&mut rt, id, Ok(response), now);
     assert_eq!(rt.started.len(), 1, "no PUT from the cancelled acquire");
     assert_eq!(flow, Flow::Continue(None), "nothing left to do");
     // The unlock is answered (delivery to a departed caller just fails); the acquire is not.
-    assert_eq!(rt.answers, vec![(1, Ok(Outcome::Unlocked))]);
+    assert!(
+        matches!(
+            rt.answers.as_slice(),
+            [(1, Err(Error::LockNotOwned { .. }))]
+        ),
+        "{:?}",
+        rt.answers
+    );
     assert!(!d.machine().is_busy());
 }
 

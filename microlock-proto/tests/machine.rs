@@ -1366,3 +1366,38 @@ fn unlock_is_pinned_to_the_hold_it_releases() {
         done.result
     );
 }
+
+/// Found by the simulator (seeds 37192 and 99329): a delayed duplicate of an earlier create
+/// (answered 412) made a key of ours; a later lock whose answer was lost took it for its own,
+/// valid for a full TTL from its own send. The read's remaining TTL now caps the hold (etcd
+/// omits `ttl` at 0; `expiration` tells such a key from a permanent one).
+#[test]
+fn a_resolved_hold_never_outlives_the_keys_remaining_ttl() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, conflict(12), t);
+    let _ = lock.poll_completion();
+    let mut now = t + Duration::from_secs(1);
+    lock.lock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let expiring = || {
+        let body = br#"{"action":"get","node":{"key":"/k","value":"n","expiration":"2026-11-26T08:00:00Z","modifiedIndex":15,"createdIndex":15}}"#;
+        Some(
+            Response::builder()
+                .status(200)
+                .header("X-Etcd-Index", "15")
+                .body(body.to_vec())
+                .unwrap(),
+        )
+    };
+    let done = settle(&mut lock, &mut now, expiring);
+    assert!(
+        matches!(done.result, Err(Error::LeaseExpired { token: 15 })),
+        "{:?}",
+        done.result
+    );
+    assert_eq!(lock.fence(), None);
+}

@@ -116,11 +116,12 @@ fn planted_violation_is_caught_with_a_replayable_seed() {
 /// Seeds on which the simulator found machine bugs (each also has a unit test in
 /// `microlock-proto/tests/machine.rs`): a deadline timer that stayed due (0, 1), resolution
 /// crediting an older key of ours (38, 57, 355), a late grant reported as success (472), a
-/// duplicated unpinned DELETE removing a later hold (2029, 11035, 28512).
+/// duplicated unpinned DELETE removing a later hold (2029, 11035, 28512), a duplicated create
+/// credited to a later lock beyond the key's real expiry (37192, 99329).
 #[test]
 fn regression_seeds() {
     let epoch = Instant::now();
-    for seed in [0, 1, 38, 57, 355, 472, 2029, 11035, 28512] {
+    for seed in [0, 1, 38, 57, 355, 472, 2029, 11035, 28512, 37192, 99329] {
         check(&run(seed, &Params::from_seed(seed), epoch));
     }
 }
