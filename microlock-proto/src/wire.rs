@@ -130,7 +130,7 @@ pub(crate) mod code {
 pub(crate) enum Reply {
     /// A 2xx answer with an action body. `etcd_index` is the `X-Etcd-Index` header.
     Action {
-        action: Action,
+        action: Box<Action>,
         etcd_index: Option<u64>,
     },
     /// A 200 with an empty body: how a watch ends when the member shuts it down.
@@ -267,12 +267,13 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
             if body.iter().all(|b| b.is_ascii_whitespace()) {
                 return Ok(Reply::Empty);
             }
-            let action: Action = serde_json::from_slice(body).map_err(|e| Error::Protocol {
-                reason: format!(
-                    "HTTP {status} with an unreadable body ({e}): {}",
-                    snippet(body)
-                ),
-            })?;
+            let action: Box<Action> =
+                serde_json::from_slice(body).map_err(|e| Error::Protocol {
+                    reason: format!(
+                        "HTTP {status} with an unreadable body ({e}): {}",
+                        snippet(body)
+                    ),
+                })?;
             Ok(Reply::Action { action, etcd_index })
         }
         400..=599 => {
