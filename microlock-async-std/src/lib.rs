@@ -74,18 +74,8 @@ impl Etcd {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|e| Endpoint::parse(e.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err(Error::InvalidEndpoint {
-                endpoint: String::new(),
-                reason: "at least one endpoint is required",
-            });
-        }
         Ok(Etcd {
-            endpoints,
+            endpoints: Endpoint::parse_all(endpoints)?,
             client: HttpClient::new(),
         })
     }

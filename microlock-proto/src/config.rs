@@ -239,6 +239,32 @@ impl Endpoint {
         })
     }
 
+    /// Parses a list of client URLs; at least one is required.
+    ///
+    /// ```
+    /// use microlock_proto::Endpoint;
+    /// assert_eq!(Endpoint::parse_all(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])?.len(), 2);
+    /// assert!(Endpoint::parse_all(Vec::<String>::new()).is_err());
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn parse_all<I, S>(urls: I) -> Result<Vec<Endpoint>, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let endpoints = urls
+            .into_iter()
+            .map(|url| Endpoint::parse(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                endpoint: String::new(),
+                reason: "at least one endpoint is required",
+            });
+        }
+        Ok(endpoints)
+    }
+
     /// `http://host:port`, without a trailing `/`.
     pub fn as_str(&self) -> &str {
         &self.base
