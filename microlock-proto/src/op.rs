@@ -783,7 +783,7 @@ impl Lock {
         if let Some(stop) = self.acquire_over(now) {
             return self.finish(Err(stop), now);
         }
-        self.wait(index + 1);
+        self.wait(index.saturating_add(1));
     }
 
     /// Not taken and not known to be held: try again after a backoff.

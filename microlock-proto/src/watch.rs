@@ -199,7 +199,7 @@ impl Lock {
                 }
             }
         }
-        self.start_watch(index + 1);
+        self.start_watch(index.saturating_add(1));
     }
 
     /// The answer to a long poll: one event, an empty close, or an error.
@@ -237,7 +237,7 @@ impl Lock {
                     _ => {}
                 }
                 self.watch.reset_retry(&self.config);
-                self.start_watch(modified.max(index) + 1);
+                self.start_watch(modified.max(index).saturating_add(1));
             }
             // The member ended the long poll without an event: ask again from the same index.
             Ok(Reply::Empty) => self.watch_backoff(Resume::Watch(index), now),

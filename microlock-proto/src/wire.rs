@@ -262,10 +262,27 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
                 })?,
         ),
     };
+    // etcd answers UTF-8 JSON objects; serde alone would skip invalid UTF-8 inside ignored
+    // fields and read a JSON array as a struct, so check both first.
+    let text = std::str::from_utf8(body).map_err(|_| Error::Protocol {
+        reason: format!(
+            "HTTP {status} with a body that is not UTF-8: {}",
+            snippet(body)
+        ),
+    })?;
+    let is_object = text.trim_start().starts_with('{');
     match status {
         200..=299 => {
-            if body.iter().all(|b| b.is_ascii_whitespace()) {
+            if text.trim().is_empty() {
                 return Ok(Reply::Empty);
+            }
+            if !is_object {
+                return Err(Error::Protocol {
+                    reason: format!(
+                        "HTTP {status} with a body that is not a JSON object: {}",
+                        snippet(body)
+                    ),
+                });
             }
             let action: Box<Action> =
                 serde_json::from_slice(body).map_err(|e| Error::Protocol {
@@ -277,7 +294,12 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
             Ok(Reply::Action { action, etcd_index })
         }
         400..=599 => {
-            let error: EtcdError = serde_json::from_slice(body).map_err(|_| Error::Protocol {
+            let parsed = if is_object {
+                serde_json::from_slice(body).ok()
+            } else {
+                None
+            };
+            let error: EtcdError = parsed.ok_or_else(|| Error::Protocol {
                 reason: format!(
                     "HTTP {status} without an etcd error body: {}",
                     snippet(body)
