@@ -10,10 +10,16 @@ use std::time::Duration;
 use crate::encode::percent_encode;
 use crate::Error;
 
-/// Longest key accepted, in bytes (after removing the optional leading `/`).
-pub const MAX_KEY_BYTES: usize = 16 * 1024;
-/// Longest node id accepted, in bytes.
-pub const MAX_NODE_ID_BYTES: usize = 16 * 1024;
+/// Longest key accepted, in bytes *once percent-encoded* (segments encoded, joined by `/`;
+/// plain `A-Z a-z 0-9 - . _ ~` count one byte each, any other byte three).
+///
+/// etcd resets the connection of a request whose request line reaches 4096 bytes (verified on
+/// 3.4.23 and 3.5.1). A release sends `DELETE /v2/keys/KEY?prevValue=NODE&prevIndex=N`, so the
+/// key and the node id share that line: this limit and [`MAX_NODE_ID_BYTES`] keep the longest
+/// request under 4000 bytes, so that every lock, renew, unlock and watch is deliverable.
+pub const MAX_KEY_BYTES: usize = 2000;
+/// Longest node id accepted, in bytes once percent-encoded (see [`MAX_KEY_BYTES`]).
+pub const MAX_NODE_ID_BYTES: usize = 1900;
 /// Longest TTL accepted: `u32::MAX` seconds (about 136 years); etcd multiplies the TTL by
 /// `time.Second` in a signed 64-bit nanosecond count, so far larger values would overflow there.
 pub const MAX_TTL: Duration = Duration::from_secs(u32::MAX as u64);
@@ -23,7 +29,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(u32::MAX as u64);
 /// `/foo` and `foo` are the same key (as in node-etcd, which microlock for Node.js uses); `/`
 /// separates directories. Rejected: the empty key, `/` alone, empty segments (`a//b`, `a/`),
 /// `.` and `..` segments (etcd's HTTP mux redirects such paths instead of serving them), ASCII
-/// control characters (NUL included), and keys longer than [`MAX_KEY_BYTES`].
+/// control characters (NUL included), and keys longer than [`MAX_KEY_BYTES`] once
+/// percent-encoded.
 ///
 /// ```
 /// use microlock_proto::Key;
@@ -56,9 +63,6 @@ impl Key {
                 "the key is the root directory `/`, which etcd keeps read-only",
             ));
         }
-        if trimmed.len() > MAX_KEY_BYTES {
-            return Err(invalid("the key is longer than 16 KiB"));
-        }
         if trimmed.chars().any(|c| c.is_ascii_control()) {
             return Err(invalid("the key contains an ASCII control character"));
         }
@@ -76,6 +80,12 @@ impl Key {
                     path.push_str(&percent_encode(segment));
                 }
             }
+        }
+        // `path` is "/v2/keys/" followed by the encoded key.
+        if path.len() - "/v2/keys/".len() > MAX_KEY_BYTES {
+            return Err(invalid(
+                "the key is longer than 2000 bytes percent-encoded (etcd refuses request lines of 4 KiB)",
+            ));
         }
         Ok(Key {
             key: trimmed.to_owned(),
@@ -119,8 +129,9 @@ impl fmt::Display for Key {
 
 /// A validated node id: the value this node writes into the lock key.
 ///
-/// Any non-empty UTF-8 text up to [`MAX_NODE_ID_BYTES`] without ASCII control characters; it is
-/// always percent-encoded on the wire, so `&`, `=`, `+`, `%` and spaces are stored verbatim.
+/// Any non-empty UTF-8 text without ASCII control characters, up to [`MAX_NODE_ID_BYTES`] once
+/// percent-encoded; it is always percent-encoded on the wire, so `&`, `=`, `+`, `%` and spaces
+/// are stored verbatim.
 ///
 /// ```
 /// use microlock_proto::NodeId;
@@ -141,11 +152,13 @@ impl NodeId {
         if node_id.is_empty() {
             return Err(invalid("the node id is empty"));
         }
-        if node_id.len() > MAX_NODE_ID_BYTES {
-            return Err(invalid("the node id is longer than 16 KiB"));
-        }
         if node_id.chars().any(|c| c.is_ascii_control()) {
             return Err(invalid("the node id contains an ASCII control character"));
+        }
+        if percent_encode(node_id).len() > MAX_NODE_ID_BYTES {
+            return Err(invalid(
+                "the node id is longer than 1900 bytes percent-encoded (etcd refuses request lines of 4 KiB)",
+            ));
         }
         Ok(NodeId(node_id.to_owned()))
     }

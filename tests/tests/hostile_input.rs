@@ -75,16 +75,23 @@ const KEY_ROOT: &str = "the key is the root directory `/`, which etcd keeps read
 const KEY_SEGMENT: &str = "the key has an empty segment (`//` or a trailing `/`)";
 const KEY_DOTS: &str = "the key has a `.` or `..` segment";
 const KEY_CONTROL: &str = "the key contains an ASCII control character";
-const KEY_LONG: &str = "the key is longer than 16 KiB";
+const KEY_LONG: &str =
+    "the key is longer than 2000 bytes percent-encoded (etcd refuses request lines of 4 KiB)";
 const NODE_EMPTY: &str = "the node id is empty";
 const NODE_CONTROL: &str = "the node id contains an ASCII control character";
-const NODE_LONG: &str = "the node id is longer than 16 KiB";
+const NODE_LONG: &str =
+    "the node id is longer than 1900 bytes percent-encoded (etcd refuses request lines of 4 KiB)";
 const TTL_SHORT: &str = "the TTL is shorter than etcd's one-second resolution";
 const TTL_LONG: &str = "the TTL is longer than u32::MAX seconds";
 
 /// The texts tried as keys and as node ids, and what each becomes as a key / as a node id
 /// (`None`: stored).
-fn texts() -> Vec<(&'static str, String, Option<&'static str>, Option<&'static str>)> {
+fn texts() -> Vec<(
+    &'static str,
+    String,
+    Option<&'static str>,
+    Option<&'static str>,
+)> {
     vec![
         ("empty", String::new(), Some(KEY_EMPTY), Some(NODE_EMPTY)),
         ("slash", "/".into(), Some(KEY_ROOT), None),
@@ -111,10 +118,30 @@ fn texts() -> Vec<(&'static str, String, Option<&'static str>, Option<&'static s
         ("line separator", "a\u{2028}b".into(), None, None),
         ("NUL", "a\0b".into(), Some(KEY_CONTROL), Some(NODE_CONTROL)),
         ("tab", "a\tb".into(), Some(KEY_CONTROL), Some(NODE_CONTROL)),
-        ("newline", "a\nb".into(), Some(KEY_CONTROL), Some(NODE_CONTROL)),
-        ("DEL", "a\u{7f}b".into(), Some(KEY_CONTROL), Some(NODE_CONTROL)),
-        ("10 KiB", "k".repeat(10 * 1024), None, None),
-        ("10 KiB of unicode", "é".repeat(5 * 1024), None, None),
+        (
+            "newline",
+            "a\nb".into(),
+            Some(KEY_CONTROL),
+            Some(NODE_CONTROL),
+        ),
+        (
+            "DEL",
+            "a\u{7f}b".into(),
+            Some(KEY_CONTROL),
+            Some(NODE_CONTROL),
+        ),
+        (
+            "10 KiB",
+            "k".repeat(10 * 1024),
+            Some(KEY_LONG),
+            Some(NODE_LONG),
+        ),
+        (
+            "10 KiB of unicode",
+            "é".repeat(5 * 1024),
+            Some(KEY_LONG),
+            Some(NODE_LONG),
+        ),
     ]
 }
 
@@ -139,27 +166,27 @@ fn rows() -> Vec<Row> {
     let over = "k".repeat(MAX_KEY_BYTES + 1);
     rows.push(Row {
         field: Field::Key,
-        label: "16 KiB (the limit)",
+        label: "2000 bytes (the limit)",
         value: Value::Text(at_limit),
         expect: Expect::Stored,
     });
     rows.push(Row {
         field: Field::Key,
-        label: "16 KiB + 1",
+        label: "2000 bytes + 1",
         value: Value::Text(over.clone()),
         expect: key_error(&over, KEY_LONG),
     });
-    let at_limit = "é".repeat(MAX_NODE_ID_BYTES / 2);
+    let at_limit = "é".repeat(MAX_NODE_ID_BYTES / 6); // 6 bytes each once encoded
     let over = "k".repeat(MAX_NODE_ID_BYTES + 1);
     rows.push(Row {
         field: Field::NodeId,
-        label: "16 KiB of unicode (the limit)",
+        label: "1900 bytes encoded, of unicode (the limit)",
         value: Value::Text(at_limit),
         expect: Expect::Stored,
     });
     rows.push(Row {
         field: Field::NodeId,
-        label: "16 KiB + 1",
+        label: "2000 bytes + 1",
         value: Value::Text(over.clone()),
         expect: node_error(&over, NODE_LONG),
     });
@@ -231,8 +258,38 @@ fn cell(s: &str) -> String {
 /// The directory that every stored key of a row lives in, shown as `‹dir›`.
 const DIR: &str = "‹dir›";
 
+/// etcd serves HTTP and gRPC on one client port through cmux, which reads at most 4096 bytes
+/// to recognise HTTP/1: a connection whose first request line (method, path and query,
+/// version, CRLF) is longer is reset. Later requests on a connection are not inspected.
+const REQUEST_LINE_LIMIT: usize = 4096;
+
+/// The request line of each request the machine sends for `config`: lock, renew, unlock.
+fn request_lines(config: &Config) -> [(String, Vec<u8>); 3] {
+    let line = |command: fn(&mut Lock, Instant)| {
+        let mut lock = Lock::new(config.clone());
+        command(&mut lock, Instant::now());
+        let (_, request) = lock.poll_request().expect("a request");
+        let pq = request.uri().path_and_query().expect("a path").as_str();
+        (
+            format!("{} {pq} HTTP/1.1\r\n", request.method()),
+            request.body().clone(),
+        )
+    };
+    [
+        line(|l, t| {
+            l.lock(t);
+        }),
+        line(|l, t| {
+            l.renew(t);
+        }),
+        line(|l, t| {
+            l.unlock(t);
+        }),
+    ]
+}
+
 /// Runs one row; returns its table line.
-async fn run(row: &Row, client: &Etcd, url: &str) -> String {
+async fn run(row: &Row, url: &str) -> String {
     let dir = unique_key("hostile");
     let (key, node, ttl) = match (&row.field, &row.value) {
         (Field::Key, Value::Text(k)) => (k.clone(), NODE.to_owned(), TTL),
@@ -251,149 +308,205 @@ async fn run(row: &Row, client: &Etcd, url: &str) -> String {
     };
     let head = format!("| {field} | {} | {} |", row.label, cell(&input));
     let result = Config::new(&key, &node, ttl);
-    match (&row.expect, result) {
+    let config = match (&row.expect, result) {
         (Expect::Rejected(expected), Err(e)) => {
             assert_eq!(&e, expected, "{field} {:?}: the wrong error", row.label);
-            format!("{head} {} | — | — |", show_error(&e))
+            return format!("{head} {} | — | — | — |", show_error(&e));
         }
         (Expect::Rejected(expected), Ok(_)) => {
-            panic!("{field} {:?} was accepted, expected {expected:?}", row.label)
+            panic!(
+                "{field} {:?} was accepted, expected {expected:?}",
+                row.label
+            )
         }
         (Expect::Stored, Err(e)) => panic!("{field} {:?} was refused: {e:?}", row.label),
-        (Expect::Stored, Ok(config)) => {
-            // The key stored: under the row's own directory (filled up to the tested length
-            // for the length-limit rows).
-            let stored_key = match row.field {
-                Field::Key => {
-                    let k = config.key().as_str();
-                    assert_eq!(k, key.strip_prefix('/').unwrap_or(&key), "Key::as_str");
-                    if k.len() == MAX_KEY_BYTES {
-                        let fill = MAX_KEY_BYTES - dir.len() - 1;
-                        format!("{dir}/{}", &k[..fill])
-                    } else {
-                        format!("{dir}/{k}")
-                    }
-                }
-                _ => format!("{dir}/lock"),
-            };
-            let placed = Config::new(&stored_key, &node, ttl).expect("valid under a directory");
-            let (path, body) = lock_request(&placed, &dir);
-            let wire = match row.field {
-                Field::Key => cell(&show_wire(&path)),
-                Field::NodeId | Field::Ttl => cell(&show_wire(&body)),
-            };
-            let stored = store(&placed, client, url, &dir).await;
-            let accepted = match row.field {
-                Field::Key => format!("key {}", cell(&show(config.key().as_str()))),
-                Field::NodeId => format!("node id {}", cell(&show(&node))),
-                Field::Ttl => format!("{} s", config.ttl_secs()),
-            };
-            format!("{head} accepted: {accepted} | {wire} | {stored} |")
+        (Expect::Stored, Ok(config)) => config,
+    };
+    let accepted = match row.field {
+        Field::Key => {
+            let k = config.key().as_str();
+            assert_eq!(k, key.strip_prefix('/').unwrap_or(&key), "Key::as_str");
+            format!("key {}", cell(&show(k)))
         }
+        Field::NodeId => format!("node id {}", cell(&show(&node))),
+        Field::Ttl => format!("{} s", config.ttl_secs()),
+    };
+    // The key as stored: in the row's own directory (filled up to exactly the limit for the
+    // limit row).
+    let stored_key = match row.field {
+        Field::Key if config.key().as_str().len() == MAX_KEY_BYTES => {
+            format!(
+                "{dir}/{}",
+                &config.key().as_str()[..MAX_KEY_BYTES - dir.len() - 1]
+            )
+        }
+        Field::Key => format!("{dir}/{}", config.key().as_str()),
+        _ => format!("{dir}/lock"),
+    };
+    let placed = Config::new(&stored_key, &node, ttl).expect("valid under a directory");
+    let lines = request_lines(&placed);
+    let wire = match row.field {
+        Field::Key => {
+            // The lock request of the key as given (not placed in the directory).
+            let line = &request_lines(&config)[0].0;
+            let rest = line
+                .strip_prefix("PUT /v2/keys")
+                .unwrap_or_else(|| panic!("{line} is not a PUT under /v2/keys"));
+            cell(&show_wire(&format!(
+                "…{}",
+                rest.trim_end_matches(" HTTP/1.1\r\n")
+            )))
+        }
+        Field::NodeId | Field::Ttl => cell(&show_wire(
+            &String::from_utf8(lines[0].1.clone()).expect("UTF-8 form"),
+        )),
+    };
+    let (on_etcd, stored) = on_etcd(&placed, &lines, url, &dir).await;
+    format!("{head} accepted: {accepted} | {wire} | {on_etcd} | {stored} |")
+}
+
+/// A lock client on a connection of its own (a fresh `Etcd` has an empty pool).
+fn fresh(url: &str, config: &Config) -> Microlock {
+    let etcd = Etcd::new([url]).expect("endpoint");
+    Microlock::with_config(&etcd, config.clone()).expect("a lock client")
+}
+
+fn outcome<T>(result: &Result<T, Error>) -> String {
+    match result {
+        Ok(_) => "✓".into(),
+        Err(Error::Transport { .. }) => "`Transport` (connection reset)".into(),
+        Err(e) => format!("`{e:?}`"),
     }
 }
 
-/// The lock request the machine builds: the path after `/v2/keys/<dir>/` (with the query), and
-/// the form body.
-fn lock_request(config: &Config, dir: &str) -> (String, String) {
-    let mut lock = Lock::new(config.clone());
-    lock.lock(Instant::now());
-    let (_, request) = lock.poll_request().expect("a lock request");
-    let prefix = inspect::key_path(dir);
-    let pq = request.uri().path_and_query().expect("a path").as_str();
-    let path = pq
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("{pq} is not under {prefix}"));
-    let body = String::from_utf8(request.body().clone()).expect("a UTF-8 form body");
-    (format!("…{path}"), body)
-}
-
-/// Locks, checks what etcd stored, renews, unlocks; describes what was stored.
-async fn store(config: &Config, client: &Etcd, url: &str, dir: &str) -> String {
+/// Locks, checks what etcd stored, renews and unlocks — each on a fresh connection, so the
+/// outcome does not depend on connection reuse; returns the outcome and what was stored.
+async fn on_etcd(
+    config: &Config,
+    lines: &[(String, Vec<u8>); 3],
+    url: &str,
+    dir: &str,
+) -> (String, String) {
     let key = config.key().as_str().to_owned();
     let node_id = config.node_id().as_str().to_owned();
-    let lock = Microlock::with_config(client, config.clone()).expect("a lock client");
-    let fence = lock
-        .lock()
-        .await
-        .unwrap_or_else(|e| panic!("lock {key:?} as {node_id:?}: {e:?}"));
-    let (u, k) = (url.to_owned(), key.clone());
-    let node = tokio::task::spawn_blocking(move || inspect::node(&u, &k))
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{key:?} not found in etcd after lock"));
-    let stored_key = node["key"].as_str().expect("a key");
-    assert_eq!(stored_key, format!("/{key}"), "the key etcd stored");
-    assert_eq!(
-        node["value"].as_str(),
-        Some(node_id.as_str()),
-        "the value etcd stored"
-    );
-    assert_eq!(node["ttl"].as_u64(), Some(config.ttl_secs()), "the TTL");
-    assert_eq!(node["createdIndex"].as_u64(), Some(fence.token()));
-    let (u, d) = (url.to_owned(), dir.to_owned());
-    let listed = tokio::task::spawn_blocking(move || inspect::keys_under(&u, &d))
-        .await
-        .unwrap();
-    let hidden = key[dir.len() + 1..].starts_with('_');
-    if hidden {
-        // etcd hides keys whose name starts with `_` from directory listings.
-        assert_eq!(listed, Vec::<String>::new(), "listing of {dir:?}");
+    let fits: Vec<bool> = lines
+        .iter()
+        .map(|(line, _)| line.len() <= REQUEST_LINE_LIMIT)
+        .collect();
+    let lock = fresh(url, config).lock().await;
+    if fits[0] {
+        assert!(lock.is_ok(), "lock {key:?} as {node_id:?}: {lock:?}");
     } else {
-        assert_eq!(listed, vec![format!("/{key}")], "the only key in {dir:?}");
+        assert!(
+            matches!(lock, Err(Error::Transport { .. })),
+            "lock {key:?} with a {}-byte request line: {lock:?}",
+            lines[0].0.len()
+        );
     }
-    lock.renew().await.expect("renew");
-    lock.unlock().await.expect("unlock");
-    let (u, k) = (url.to_owned(), key.clone());
-    let gone = tokio::task::spawn_blocking(move || inspect::node(&u, &k))
-        .await
-        .unwrap();
-    assert!(gone.is_none(), "{key:?} still in etcd after unlock");
-    let rest = &stored_key[dir.len() + 1..];
-    let shown = if stored_key.len() > 100 {
-        let run = cell(&format!("\"/{DIR}/\" + {}", show(&rest[1..])));
-        if key.len() == MAX_KEY_BYTES {
-            format!("{run} ({MAX_KEY_BYTES} bytes in all)")
+    let mut stored = "—".to_owned();
+    if let Ok(fence) = &lock {
+        let (u, k) = (url.to_owned(), key.clone());
+        let node = tokio::task::spawn_blocking(move || inspect::node(&u, &k))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key:?} not found in etcd after lock"));
+        let stored_key = node["key"].as_str().expect("a key").to_owned();
+        assert_eq!(stored_key, format!("/{key}"), "the key etcd stored");
+        assert_eq!(
+            node["value"].as_str(),
+            Some(node_id.as_str()),
+            "the value etcd stored"
+        );
+        assert_eq!(node["ttl"].as_u64(), Some(config.ttl_secs()), "the TTL");
+        assert_eq!(node["createdIndex"].as_u64(), Some(fence.token()));
+        let (u, d) = (url.to_owned(), dir.to_owned());
+        let listed = tokio::task::spawn_blocking(move || inspect::keys_under(&u, &d))
+            .await
+            .unwrap();
+        let rest = &stored_key[dir.len() + 1..];
+        let hidden = rest[1..].starts_with('_');
+        if hidden {
+            // etcd hides keys whose name starts with `_` from directory listings.
+            assert_eq!(listed, Vec::<String>::new(), "listing of {dir:?}");
         } else {
-            run
+            assert_eq!(listed, vec![stored_key.clone()], "the only key in {dir:?}");
         }
-    } else {
-        cell(&show(&format!("/{DIR}{rest}")))
-    };
-    let mut text = format!(
-        "key {shown}, value {}, TTL {} s",
-        cell(&show(&node_id)),
-        config.ttl_secs()
-    );
-    if hidden {
-        text.push_str(" (hidden from directory listings: `_` prefix)");
+        let shown = if stored_key.len() > 100 {
+            let run = cell(&format!("\"/{DIR}/\" + {}", show(&rest[1..])));
+            if key.len() == MAX_KEY_BYTES {
+                format!("{run} ({MAX_KEY_BYTES} bytes in all)")
+            } else {
+                run
+            }
+        } else {
+            cell(&show(&format!("/{DIR}{rest}")))
+        };
+        stored = format!(
+            "key {shown}, value {}, TTL {} s",
+            cell(&show(&node_id)),
+            config.ttl_secs()
+        );
+        if hidden {
+            stored.push_str(" (hidden from directory listings: `_` prefix)");
+        }
     }
-    text
+    let renew = fresh(url, config).renew().await.map(|_| ());
+    let unlock = fresh(url, config).unlock().await;
+    for (name, result, fits) in [("renew", &renew, fits[1]), ("unlock", &unlock, fits[2])] {
+        match (fits, lock.is_ok()) {
+            (false, _) => assert!(
+                matches!(result, Err(Error::Transport { .. })),
+                "{name} {key:?} as {node_id:?} with a long request line: {result:?}"
+            ),
+            (true, true) => assert!(result.is_ok(), "{name} {key:?} as {node_id:?}: {result:?}"),
+            (true, false) => assert!(
+                matches!(result, Err(Error::LockNotOwned { .. })),
+                "{name} {key:?} (never locked): {result:?}"
+            ),
+        }
+    }
+    if lock.is_ok() && unlock.is_ok() {
+        let (u, k) = (url.to_owned(), key.clone());
+        let gone = tokio::task::spawn_blocking(move || inspect::node(&u, &k))
+            .await
+            .unwrap();
+        assert!(gone.is_none(), "{key:?} still in etcd after unlock");
+    }
+    let mut text = format!(
+        "lock {}, renew {}, unlock {}",
+        outcome(&lock),
+        outcome(&renew),
+        outcome(&unlock)
+    );
+    if fits.iter().any(|f| !f) {
+        text.push_str(" — request line over 4096 bytes");
+    }
+    (text, stored)
 }
 
 fn render(lines: &[String]) -> String {
     let mut table = String::new();
     table.push_str(
         "| field | case | input (Rust escapes) | `Config::new` | on the wire (lock request) | \
-         read back from etcd after `lock()` |\n",
+         on real etcd, each on a fresh connection | read back from etcd after `lock()` |\n",
     );
-    table.push_str("|---|---|---|---|---|---|\n");
+    table.push_str("|---|---|---|---|---|---|---|\n");
     for line in lines {
         let _ = writeln!(table, "{line}");
     }
     table
 }
 
-const BEGIN: &str = "<!-- BEGIN hostile-input table (generated by tests/tests/hostile_input.rs) -->\n";
+const BEGIN: &str =
+    "<!-- BEGIN hostile-input table (generated by tests/tests/hostile_input.rs) -->\n";
 const END: &str = "<!-- END hostile-input table -->";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_catalogue() {
     let url = etcd::shared().client_url();
-    let client = Etcd::new([url.as_str()]).expect("endpoint");
     let mut lines = Vec::new();
     for row in rows() {
-        lines.push(run(&row, &client, &url).await);
+        lines.push(run(&row, &url).await);
     }
     let table = render(&lines);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/hostile-input.md");
@@ -411,7 +524,7 @@ async fn hostile_input_catalogue() {
                 let after = rest.split_once(END).map_or("", |(_, after)| after);
                 format!("{before}{BEGIN}{table}{END}{after}")
             }
-            None => format!("# Hostile input\n\n{BEGIN}{table}{END}\n"),
+            None => format!("{doc}{BEGIN}{table}{END}\n"),
         };
         std::fs::write(&path, updated).expect("write docs/hostile-input.md");
         eprintln!("rewrote {}", path.display());
@@ -420,5 +533,65 @@ async fn hostile_input_catalogue() {
     panic!(
         "docs/hostile-input.md is out of date (run with MICROLOCK_BLESS=1 to rewrite it). \
          The table should be:\n{table}"
+    );
+}
+
+/// The limit behind the long-key and long-node-id rows, at the byte: on a fresh connection a
+/// request line of 4096 bytes (CRLF included) is served and one of 4097 is reset; on a
+/// connection that already carried a request, the longer one is served too — so without a
+/// bound in `Config`, such a lock works or fails depending on connection reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_resets_fresh_connections_with_request_lines_over_4096_bytes() {
+    let url = etcd::shared().client_url();
+    let dir = unique_key("line-limit");
+    // `PUT /v2/keys/<dir>/<name>?prevExist=false HTTP/1.1\r\n` of exactly `len` bytes.
+    let key_for = |len: usize, c: char| {
+        let fixed = format!(
+            "PUT {}/?prevExist=false HTTP/1.1\r\n",
+            inspect::key_path(&dir)
+        );
+        format!("{dir}/{}", c.to_string().repeat(len - fixed.len()))
+    };
+    let config = |key: &str| Config::new(key, NODE, TTL);
+    let (at_limit, over, warm_over) = (
+        key_for(REQUEST_LINE_LIMIT, 'a'),
+        key_for(REQUEST_LINE_LIMIT + 1, 'b'),
+        key_for(REQUEST_LINE_LIMIT + 1, 'c'),
+    );
+    let (Ok(at_limit), Ok(over), Ok(warm_over)) =
+        (config(&at_limit), config(&over), config(&warm_over))
+    else {
+        // Config refuses keys this long (a fix of the limit): nothing can reach etcd.
+        for key in [&at_limit, &over] {
+            assert!(matches!(config(key), Err(Error::InvalidKey { .. }) | Ok(_)));
+        }
+        return;
+    };
+    assert_eq!(request_lines(&at_limit)[0].0.len(), REQUEST_LINE_LIMIT);
+    assert_eq!(request_lines(&over)[0].0.len(), REQUEST_LINE_LIMIT + 1);
+
+    let lock = fresh(&url, &at_limit).lock().await;
+    assert!(lock.is_ok(), "4096-byte request line: {lock:?}");
+    let lock = fresh(&url, &over).lock().await;
+    assert!(
+        matches!(lock, Err(Error::Transport { .. })),
+        "4097-byte request line on a fresh connection: {lock:?}"
+    );
+    // The same length on a connection that has carried a request already is served.
+    let etcd = Etcd::new([url.as_str()]).expect("endpoint");
+    let short = Config::new(&format!("{dir}/short"), NODE, TTL).unwrap();
+    Microlock::with_config(&etcd, short)
+        .unwrap()
+        .lock()
+        .await
+        .expect("short key");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the connection is back in the pool
+    let lock = Microlock::with_config(&etcd, warm_over)
+        .unwrap()
+        .lock()
+        .await;
+    assert!(
+        lock.is_ok(),
+        "4097-byte request line on a reused connection: {lock:?}"
     );
 }
