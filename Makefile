@@ -28,6 +28,7 @@ lint:
 test: etcd lint
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests -- --skip seeded_worlds --skip planted_violation
+	$(MAKE) fuzz-replay
 	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
 
 test-3.4: etcd
@@ -62,3 +63,26 @@ SEEDS ?= 10000
 SEED_START ?= 0
 dst:
 	MICROLOCK_SEEDS=$(SEEDS) MICROLOCK_SEED_START=$(SEED_START) $(CARGO) test --release -p microlock-tests --test dst -- --nocapture
+
+# Fuzzing (fuzz/, a cargo-fuzz crate outside the workspace). `make fuzz` runs every target for
+# FUZZ_SECONDS (on nightly, installing cargo-fuzz if missing), starting from the checked-in
+# corpus; new inputs go to fuzz/target/corpus-work/, crashes to fuzz/artifacts/<target>/.
+# `-a`: debug assertions (integer overflow panics); `-s none`: no sanitizer (all the code is
+# safe Rust: ASan would only slow it down). `make fuzz-replay` replays the corpus on stable.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-replay
+fuzz:
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
+	@set -e; for t in $$(cargo +nightly fuzz list); do \
+	  mkdir -p fuzz/target/corpus-work/$$t; \
+	  echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  cargo +nightly fuzz run -s none -a $$t fuzz/target/corpus-work/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -dict=fuzz/dict/etcd.dict \
+	    -print_final_stats=1 >fuzz/target/fuzz-$$t.log 2>&1 \
+	    || { tail -n 60 fuzz/target/fuzz-$$t.log; echo "make fuzz: $$t failed (input in fuzz/artifacts/$$t/)"; exit 1; }; \
+	  grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)' fuzz/target/fuzz-$$t.log; \
+	done
+
+fuzz-replay:
+	cd fuzz && $(CARGO) test

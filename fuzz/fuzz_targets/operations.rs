@@ -1,0 +1,10 @@
+//! cargo-fuzz target `operations`: see `microlock_fuzz::operations`. Built without cargo-fuzz, a replayer.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| microlock_fuzz::operations::run(data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    microlock_fuzz::replay_main("operations");
+}

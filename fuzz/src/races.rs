@@ -1,0 +1,72 @@
+//! Target `races`: an arbitrary fault schedule for the deterministic simulator
+//! (`microlock_proto::sim::dst`), with all of its checkers on.
+//!
+//! The input chooses the world — number of clients, TTL, clock drift (within the safety
+//! margin), latency, loss of requests and of replies, duplication, partitions, pauses, crashes,
+//! closed watches, quorum losses, when faults heal — and the seed of everything random in it.
+//! Any checker finding (two believed holders, a stale token accepted, tokens going back, a
+//! silent stall, no progress after healing) is a crash, printed with its replayable seed.
+
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+use microlock_proto::sim::dst::{self, Params};
+
+/// The fault schedule, as the fuzzer mutates it (every field is clamped to a sane range).
+#[derive(Debug, Arbitrary)]
+struct Schedule {
+    seed: u64,
+    clients: u8,
+    ttl_secs: u8,
+    drift_ppm: u16,
+    latency_min_us: u16,
+    latency_max_ms: u16,
+    request_loss: u8,
+    reply_loss: u8,
+    duplication: u8,
+    partitions: u8,
+    pauses: u8,
+    crashes: u8,
+    watch_closes: u8,
+    quorum_losses: u8,
+    heal_secs: u8,
+}
+
+impl Schedule {
+    fn params(&self) -> Params {
+        let ttl = Duration::from_secs(1 + u64::from(self.ttl_secs % 4));
+        let heal_at = Duration::from_secs(5 + u64::from(self.heal_secs % 26));
+        let min = Duration::from_micros(u64::from(self.latency_min_us % 5_000));
+        let max = Duration::from_millis(1 + u64::from(self.latency_max_ms % 400)).max(min);
+        let percent = |x: u8| f64::from(x % 26) / 100.0; // up to 25 %
+        Params {
+            clients: 2 + usize::from(self.clients % 7),
+            ttl,
+            margin: ttl / 10,
+            // Within what the margin covers (10 % of the TTL): safety must hold.
+            drift_ppm: u64::from(self.drift_ppm) % 50_001,
+            latency: (min, max),
+            request_loss: percent(self.request_loss),
+            reply_loss: percent(self.reply_loss),
+            duplication: percent(self.duplication),
+            partitions: usize::from(self.partitions % 5),
+            pauses: usize::from(self.pauses % 5),
+            max_pause: ttl * 3,
+            crashes: usize::from(self.crashes % 4),
+            watch_closes: usize::from(self.watch_closes % 5),
+            quorum_losses: usize::from(self.quorum_losses % 3),
+            heal_at,
+            end_at: heal_at + ttl * 3 + Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs one world from `data`; panics with the report if any checker finds a violation.
+pub fn run(data: &[u8]) {
+    let Ok(schedule) = Schedule::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let params = schedule.params();
+    let report = dst::run(schedule.seed, &params, crate::t0());
+    assert!(report.violations.is_empty(), "races: {}", report.describe());
+}
