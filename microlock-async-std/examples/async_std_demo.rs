@@ -1,6 +1,6 @@
 //! Several workers contend for one lock; each takes it, works a little, hands it over.
 //!
-//! `cargo run -p microlock-async-std --example demo -- [ETCD_URL] [WORKERS] [ROUNDS]`
+//! `cargo run -p microlock-async-std --example async_std_demo -- [ETCD_URL] [WORKERS] [ROUNDS]`
 //! (defaults: `http://127.0.0.1:2379`, 4 workers, 3 rounds each). `make demo` starts etcd
 //! for you (for the tokio demo; `.ci/with-etcd.sh` runs this one).
 
