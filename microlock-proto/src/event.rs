@@ -42,6 +42,23 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether this event ends the hold with fencing token `token`, and why.
+    ///
+    /// ```
+    /// use microlock_proto::{Event, LostReason};
+    /// let lost = Event::Lost { token: 7, reason: LostReason::Expired };
+    /// assert_eq!(lost.ends_hold(7), Some(LostReason::Expired));
+    /// assert_eq!(lost.ends_hold(8), None);
+    /// ```
+    pub fn ends_hold(&self, token: u64) -> Option<LostReason> {
+        match self {
+            Event::Lost { token: t, reason } if *t == token => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
 /// Why a hold was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,6 +97,12 @@ impl Fence {
     /// stale holder's writes.
     pub fn token(&self) -> u64 {
         self.token
+    }
+
+    /// Whether this is the hold with fencing token `token` and its validity deadline is
+    /// still ahead at `now`.
+    pub fn is_valid(&self, token: u64, now: Instant) -> bool {
+        self.token == token && now < self.valid_until
     }
 
     /// The local validity deadline: when the request that took or renewed the lock was sent,

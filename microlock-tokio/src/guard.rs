@@ -57,10 +57,7 @@ impl<'a> LockGuard<'a> {
     /// Whether the lock is still held: not lost, and the local validity deadline is ahead.
     pub fn is_held(&self) -> bool {
         self.lost.is_none()
-            && self
-                .lock
-                .fence()
-                .is_some_and(|f| f.token() == self.token() && Instant::now() < f.valid_until())
+            && (self.lock.fence()).is_some_and(|f| f.is_valid(self.token(), Instant::now()))
     }
 
     /// Resolves when the hold is lost (renewal failed until the validity deadline, etcd said
@@ -72,11 +69,12 @@ impl<'a> LockGuard<'a> {
         }
         loop {
             match self.losses.recv().await {
-                Some(Event::Lost { token, reason }) if token == self.token() => {
-                    self.lost = Some(reason);
-                    return reason;
+                Some(event) => {
+                    if let Some(reason) = event.ends_hold(self.token()) {
+                        self.lost = Some(reason);
+                        return reason;
+                    }
                 }
-                Some(_) => continue,
                 None => {
                     self.lost = Some(LostReason::Destroyed);
                     return LostReason::Destroyed;
