@@ -192,7 +192,6 @@ impl Microlock {
     /// released).
     pub async fn acquire(&self, timeout: Duration) -> Result<Fence, Error> {
         let (sender, receiver) = channel::bounded(1);
-        let timeout = (timeout != Duration::MAX).then_some(timeout);
         self.send(Command::Acquire(timeout, sender))?;
         let waiting = CancelOnDrop {
             lock: self,

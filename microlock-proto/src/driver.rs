@@ -86,8 +86,9 @@ pub enum Command<R, S> {
     Unlock(R),
     /// `renew()`.
     Renew(R),
-    /// `acquire(timeout)`: wait for the lock (`None`: no deadline).
-    Acquire(Option<Duration>, R),
+    /// `acquire(timeout)`: wait for the lock; a timeout too large to be a deadline
+    /// (e.g. `Duration::MAX`) means no deadline.
+    Acquire(Duration, R),
     /// A caller went away: its command is cancelled.
     Cancelled,
     /// Auto-renew on or off.
@@ -157,7 +158,7 @@ impl<T: Runtime> Driver<T> {
             Command::Unlock(reply) => (self.lock.unlock(now), reply),
             Command::Renew(reply) => (self.lock.renew(now), reply),
             Command::Acquire(timeout, reply) => {
-                let deadline = timeout.and_then(|t| now.checked_add(t));
+                let deadline = now.checked_add(timeout);
                 let op = self.lock.acquire(deadline, now);
                 self.cancellable.insert(op);
                 (op, reply)

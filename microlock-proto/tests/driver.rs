@@ -59,7 +59,7 @@ fn a_caller_going_away_cancels_only_its_waiting_acquire() {
     let mut d = driver();
     let now = Instant::now();
     d.command(&mut rt, Command::Unlock(1), now); // its caller is gone from the start
-    d.command(&mut rt, Command::Acquire(None, 2), now); // queued behind the unlock
+    d.command(&mut rt, Command::Acquire(Duration::MAX, 2), now); // queued behind the unlock
     rt.gone = vec![1, 2];
     d.command(&mut rt, Command::Cancelled, now);
     assert_eq!(

@@ -187,7 +187,6 @@ impl Microlock {
     /// released).
     pub async fn acquire(&self, timeout: Duration) -> Result<Fence, Error> {
         let (sender, receiver) = oneshot::channel();
-        let timeout = (timeout != Duration::MAX).then_some(timeout);
         self.commands
             .send(Command::Acquire(timeout, sender))
             .map_err(|_| Error::Destroyed)?;
