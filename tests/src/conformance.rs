@@ -107,6 +107,52 @@ macro_rules! conformance_suite {
             }
 
             #[$test]
+            async fn handles_are_send_and_sync_and_work_from_spawned_tasks() {
+                fn send_sync<T: Send + Sync + 'static>() {}
+                fn send<T: Send>(_: &T) {}
+                send_sync::<Etcd>();
+                send_sync::<Microlock>();
+                send_sync::<Error>();
+                send_sync::<$ml::Events>();
+                let key = unique_key("spawned");
+                let lock =
+                    std::sync::Arc::new(Microlock::new(&client(), &key, "node-a", TTL).unwrap());
+                // Every future the API returns can move to another thread.
+                send(&lock.lock());
+                send(&lock.unlock());
+                send(&lock.renew());
+                send(&lock.acquire(TTL));
+                send(&lock.guard(TTL));
+                let mut events = lock.events();
+                send(&events.next());
+                // One lock shared by tasks: locked in one, renewed and released in others.
+                let l = lock.clone();
+                let fence = rt::spawn(async move { l.lock().await }).await.unwrap();
+                let l = lock.clone();
+                let renewed = rt::spawn(async move { l.renew().await }).await.unwrap();
+                assert_eq!(renewed.token(), fence.token());
+                let l = lock.clone();
+                rt::spawn(async move {
+                    let guard_attempt = l.lock().await;
+                    assert!(matches!(guard_attempt, Err(Error::AlreadyLocked { .. })));
+                    l.unlock().await
+                })
+                .await
+                .unwrap();
+                assert_eq!(inspect::value(&url(), &key), None);
+                let l = lock.clone();
+                rt::spawn(async move {
+                    let guard = l.guard(TTL).await.unwrap();
+                    assert!(guard.is_held());
+                    guard.release().await
+                })
+                .await
+                .unwrap();
+                assert!(!lock.is_held());
+                let _ = events;
+            }
+
+            #[$test]
             async fn leading_slash_names_the_same_key() {
                 let key = unique_key("slash");
                 let etcd = client();

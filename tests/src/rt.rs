@@ -22,6 +22,11 @@ pub mod tokio {
     pub async fn sleep(duration: Duration) {
         ::tokio::time::sleep(duration).await
     }
+
+    /// Runs `future` as its own task (possibly on another thread) and waits for its output.
+    pub async fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+        ::tokio::spawn(future).await.expect("spawned task panicked")
+    }
 }
 
 /// async-std.
@@ -42,5 +47,10 @@ pub mod async_std {
     /// Lets time pass (only where the passing of time is what a test is about).
     pub async fn sleep(duration: Duration) {
         ::async_std::task::sleep(duration).await
+    }
+
+    /// Runs `future` as its own task (possibly on another thread) and waits for its output.
+    pub async fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+        ::async_std::task::spawn(future).await
     }
 }
