@@ -207,7 +207,8 @@ pub fn ttl_seconds(ttl: Duration) -> Result<u64, Error> {
     Ok(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
 }
 
-/// One etcd client URL: `http://host:port` (an optional trailing `/` is allowed).
+/// One etcd client URL: `http://host:port` (an optional trailing `/` is allowed), or
+/// `host:port` without a scheme, which means `http` (node-etcd's form: `127.0.0.1:2379`).
 ///
 /// Only plain `http` is supported: the adapters carry no TLS stack.
 ///
@@ -215,6 +216,7 @@ pub fn ttl_seconds(ttl: Duration) -> Result<u64, Error> {
 /// use microlock_proto::Endpoint;
 /// let e = Endpoint::parse("http://127.0.0.1:2379/")?;
 /// assert_eq!(e.as_str(), "http://127.0.0.1:2379");
+/// assert_eq!(Endpoint::parse("localhost:2379")?.as_str(), "http://localhost:2379");
 /// assert!(Endpoint::parse("https://etcd:2379").is_err());
 /// # Ok::<(), microlock_proto::Error>(())
 /// ```
@@ -230,7 +232,19 @@ impl Endpoint {
             endpoint: url.to_owned(),
             reason,
         };
-        let uri: http::Uri = url.parse().map_err(|_| invalid("not a valid URL"))?;
+        let trimmed = url.trim();
+        if trimmed.contains(',') {
+            return Err(invalid(
+                "one URL expected (a comma-separated list goes to parse_all)",
+            ));
+        }
+        let uri: http::Uri = if trimmed.contains("://") {
+            trimmed.parse()
+        } else {
+            // `host:port` (no scheme) is plain http, as in node-etcd and etcdctl.
+            format!("http://{trimmed}").parse()
+        }
+        .map_err(|_| invalid("not a valid URL"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
@@ -252,12 +266,16 @@ impl Endpoint {
         })
     }
 
-    /// Parses a list of client URLs; at least one is required.
+    /// Parses a list of client URLs; at least one is required. Each item may itself be a
+    /// comma-separated list (as in `ETCDCTL_ENDPOINTS`), so a configuration string can be
+    /// passed as it is.
     ///
     /// ```
     /// use microlock_proto::Endpoint;
     /// assert_eq!(Endpoint::parse_all(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])?.len(), 2);
+    /// assert_eq!(Endpoint::parse_all(["http://127.0.0.1:2379,127.0.0.1:22379"])?.len(), 2);
     /// assert!(Endpoint::parse_all(Vec::<String>::new()).is_err());
+    /// assert!(Endpoint::parse_all(["http://127.0.0.1:2379,"]).is_err());
     /// # Ok::<(), microlock_proto::Error>(())
     /// ```
     pub fn parse_all<I, S>(urls: I) -> Result<Vec<Endpoint>, Error>
@@ -265,10 +283,12 @@ impl Endpoint {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let endpoints = urls
-            .into_iter()
-            .map(|url| Endpoint::parse(url.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut endpoints = Vec::new();
+        for item in urls {
+            for url in item.as_ref().split(',') {
+                endpoints.push(Endpoint::parse(url)?);
+            }
+        }
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint {
                 endpoint: String::new(),

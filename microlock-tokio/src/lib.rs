@@ -53,7 +53,8 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// An etcd cluster reachable at these client URLs (`http://host:port`).
+    /// An etcd cluster reachable at these client URLs: `http://host:port`, or `host:port`
+    /// (node-etcd's form); an item may be a comma-separated list, as in `ETCDCTL_ENDPOINTS`.
     ///
     /// ```
     /// # use microlock_tokio::Etcd;

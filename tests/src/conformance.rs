@@ -812,6 +812,26 @@ macro_rules! conformance_suite {
                     Etcd::new(Vec::<String>::new()),
                     Err(Error::InvalidEndpoint { .. })
                 ));
+                // node-etcd's scheme-less `host:port`, and etcdctl's comma-separated lists.
+                let bare = Etcd::new(["127.0.0.1:2379", "http://localhost:22379,127.0.0.1:1/"]);
+                let urls: Vec<String> = bare
+                    .unwrap()
+                    .endpoints()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect();
+                assert_eq!(
+                    urls,
+                    [
+                        "http://127.0.0.1:2379",
+                        "http://localhost:22379",
+                        "http://127.0.0.1:1"
+                    ]
+                );
+                assert!(matches!(
+                    Etcd::new(["127.0.0.1:2379,"]),
+                    Err(Error::InvalidEndpoint { .. })
+                ));
                 let _ = etcd;
             }
 
