@@ -173,8 +173,6 @@ pub struct Harness {
 const MAX_EVENTS_PER_STEP: usize = 3;
 /// The most requests one step may emit (a command's and the watch's).
 const MAX_REQUESTS_PER_STEP: usize = 2;
-/// How many more `handle_timeout(now)` calls a timer still due after one may take to settle.
-const MAX_REFIRES: usize = 3;
 
 impl Harness {
     /// A fresh machine for `config`, with time starting at `t0`.
@@ -365,31 +363,20 @@ impl Harness {
     /// Calls `handle_timeout(at)`; `at` may be earlier than the latest time (the machine must
     /// treat it as the latest).
     ///
-    /// A timer may still be due afterwards (one phase's end made another's deadline due); an
-    /// adapter then calls again at once. That must settle within a few calls: a timer that
-    /// stays due is a hot loop.
+    /// No timer may still be due afterwards: `handle_timeout` settles chains (one phase's end
+    /// making another's deadline due) itself, so a driver wakes once per instant. A timer that
+    /// stays due would be a hot loop.
     pub fn timeout_at(&mut self, at: Instant) -> Checked<Step> {
-        let mut step = self.timer_once(at)?;
-        for _ in 0..MAX_REFIRES {
-            match self.lock.poll_timeout() {
-                Some(due) if due <= self.seen => {
-                    let more = self.timer_once(self.seen)?;
-                    step.requests.extend(more.requests);
-                    step.cancels.extend(more.cancels);
-                    step.completions.extend(more.completions);
-                    step.events.extend(more.events);
-                }
-                _ => return Ok(step),
-            }
+        let step = self.timer_once(at)?;
+        match self.lock.poll_timeout() {
+            Some(due) if due <= self.seen => Err(format!(
+                "after handle_timeout at {:?} a timer is still due ({:?}): a driver would \
+                 have to wake again at once",
+                self.seen - self.t0,
+                due.saturating_duration_since(self.t0)
+            )),
+            _ => Ok(step),
         }
-        Err(format!(
-            "after {} handle_timeout calls at {:?} the timer is still due ({:?}): a hot loop",
-            MAX_REFIRES + 1,
-            self.seen - self.t0,
-            self.lock
-                .poll_timeout()
-                .map(|t| t.saturating_duration_since(self.t0))
-        ))
     }
 
     fn timer_once(&mut self, at: Instant) -> Checked<Step> {

@@ -40,6 +40,10 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// At most this many rounds of timers in one [`Lock::handle_timeout`] (a chain of timers made
+/// due by handling one another is at most a few long; a bound keeps a bug from looping).
+const MAX_TIMER_ROUNDS: usize = 8;
+
 /// This node's hold of the lock, as far as it knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Held {
@@ -349,9 +353,22 @@ impl Lock {
     }
 
     /// Runs the timers due at `now`: request deadlines, retries, acquire deadlines,
-    /// auto-renew and the validity deadline.
+    /// auto-renew and the validity deadline. Handling one timer can make another one due (a
+    /// request deadline passing settles a command whose acquire deadline has passed too), so
+    /// it runs rounds until nothing is due at `now`: afterwards `poll_timeout()` is later than
+    /// `now` or `None`, and a driver needs one wake-up per instant, never two.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.tick(now);
+        // Every round clears what was due; a few rounds settle any chain of timers.
+        for _ in 0..MAX_TIMER_ROUNDS {
+            self.timers_once(now);
+            if self.poll_timeout().map_or(true, |due| due > now) {
+                break;
+            }
+        }
+    }
+
+    fn timers_once(&mut self, now: Instant) {
         if self.held.is_some_and(|h| h.fence.valid_until <= now) {
             self.lose(LostReason::Expired);
         }

@@ -1284,6 +1284,40 @@ fn acquire_deadline_during_a_write_is_not_a_timer_that_stays_due() {
     ));
 }
 
+/// Found by fuzzing (`operations/edge-acquire-deadline-due-after-resolve-timeout`): when the
+/// settling read of an acquire's lost write timed out after the acquire's deadline, the read's
+/// deadline ended one phase and left the acquire deadline due: a driver had to wake twice.
+/// `handle_timeout` now runs every timer due at its instant.
+#[test]
+fn one_handle_timeout_runs_every_timer_due_at_its_instant() {
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    lock.acquire(Some(t + Duration::from_millis(100)), t);
+    let (_write, _) = one(&mut lock);
+    // The write's answer never comes: at its deadline the outcome is settled by a read.
+    let mut now = lock.poll_timeout().expect("the write's deadline");
+    lock.handle_timeout(now);
+    let (_read, read) = one(&mut lock);
+    assert!(read.uri().query().unwrap_or("").contains("quorum=true"));
+    assert!(lock.poll_completion().is_none());
+    // The read's answer never comes either; its deadline is long after the acquire's.
+    now = lock.poll_timeout().expect("the read's deadline");
+    lock.handle_timeout(now);
+    let done = lock
+        .poll_completion()
+        .expect("the acquire ends at this one wake-up");
+    assert!(
+        matches!(done.result, Err(Error::WaitTimeout { .. })),
+        "{:?}",
+        done.result
+    );
+    assert!(
+        lock.poll_timeout().map_or(true, |at| at > now),
+        "a timer is still due at {now:?}"
+    );
+    assert!(lock.poll_request().is_none() && !lock.is_busy());
+}
+
 /// Found by the simulator (seed 472): a grant that arrives after the lease's validity deadline
 /// (the process was paused) was reported as a success with a dead fence.
 #[test]
