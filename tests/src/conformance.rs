@@ -318,6 +318,41 @@ macro_rules! conformance_suite {
                 let second = b.lock().await.expect("free after expiry");
                 assert!(second.token() > first.token(), "fencing tokens increase");
                 assert!(matches!(a.renew().await, Err(Error::LockNotOwned { .. })));
+                assert!(matches!(a.unlock().await, Err(Error::LockNotOwned { .. })));
+                assert!(!a.is_held() && b.is_held());
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-b"));
+            }
+
+            #[$test]
+            async fn a_restarted_node_with_the_same_id_can_renew_and_release() {
+                // As in microlock, the node id is the owner: a new client (a restarted process)
+                // with the same id may renew and release what the old one took.
+                let key = unique_key("same-id");
+                let etcd = client();
+                let old = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                let fence = old.lock().await.unwrap();
+                old.destroy();
+                let new = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                assert!(!new.is_held(), "nothing is known before etcd is asked");
+                assert!(matches!(new.lock().await, Err(Error::AlreadyLocked { .. })));
+                let renewed = new.renew().await.expect("renewable by the same node id");
+                assert_eq!(renewed.token(), fence.token());
+                assert!(new.is_held());
+                new.unlock().await.expect("releasable by the same node id");
+                assert_eq!(inspect::value(&url(), &key), None);
+                assert!(matches!(
+                    new.unlock().await,
+                    Err(Error::LockNotOwned { .. })
+                ));
+                let other = Microlock::new(&etcd, &key, "node-b", TTL).unwrap();
+                other.lock().await.unwrap();
+                // The same id never releases or renews another node's hold.
+                assert!(matches!(
+                    new.unlock().await,
+                    Err(Error::LockNotOwned { .. })
+                ));
+                assert!(matches!(new.renew().await, Err(Error::LockNotOwned { .. })));
+                assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-b"));
             }
 
             #[$test]
