@@ -79,7 +79,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: fuzz fuzz-replay
 fuzz:
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
-	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
 	@set -e; for t in $$(cargo +nightly fuzz list); do \
 	  mkdir -p fuzz/target/corpus-work/$$t; \
 	  echo "make fuzz: $$t for $(FUZZ_SECONDS) s"; \
