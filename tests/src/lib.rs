@@ -7,6 +7,7 @@
 pub mod etcd;
 pub mod fenced;
 pub mod inspect;
+pub mod node;
 pub mod rt;
 
 mod conformance;
