@@ -29,7 +29,7 @@
 //!
 //! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). The part of this
 //! crate that is specific to a runtime is small: its driver loop (`driver.rs`) is 86 lines of
-//! code, the whole crate about 510 (the public API, the same as microlock-tokio's, and an
+//! code, the whole crate about 470 (the public API, the same as microlock-tokio's, and an
 //! HTTP/1.1 connection pool), so an adapter for smol or another runtime is a short file of the
 //! same shape.
 #![forbid(unsafe_code)]
@@ -161,27 +161,18 @@ impl Microlock {
     ///
     /// Dropping the future does not cancel the request: etcd may still grant the lock.
     pub async fn lock(&self) -> Result<Fence, Error> {
-        match self.run(Command::Lock).await? {
-            Outcome::Locked(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Lock).await?.into_fence()
     }
 
     /// Releases the lock. `Err(Error::LockNotOwned)` when this node does not hold it.
     pub async fn unlock(&self) -> Result<(), Error> {
-        match self.run(Command::Unlock).await? {
-            Outcome::Unlocked => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Unlock).await?.into_unlocked()
     }
 
     /// Extends the lease by the TTL. `Err(Error::LockNotOwned)` when this node does not hold
     /// the lock (any more).
     pub async fn renew(&self) -> Result<Fence, Error> {
-        match self.run(Command::Renew).await? {
-            Outcome::Renewed(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Renew).await?.into_fence()
     }
 
     /// Takes the lock, waiting up to `timeout` for it to be released if another node holds
@@ -199,10 +190,7 @@ impl Microlock {
             receiver,
             answered: false,
         };
-        match waiting.answer().await? {
-            Outcome::Acquired(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        waiting.answer().await?.into_fence()
     }
 
     /// Acquires the lock (waiting up to `timeout`) and returns a [`LockGuard`] that owns it:
@@ -247,7 +235,7 @@ impl Microlock {
     /// Whether this node holds the lock now: a fence whose validity deadline is ahead.
     pub fn is_held(&self) -> bool {
         self.fence()
-            .is_some_and(|f| std::time::Instant::now() < f.valid_until())
+            .is_some_and(|f| f.is_valid_at(std::time::Instant::now()))
     }
 
     pub(crate) fn restore_auto_renew(&self) {
@@ -321,12 +309,6 @@ impl Drop for CancelOnDrop<'_> {
             self.receiver.close();
             let _ = self.lock.send(Command::Cancelled);
         }
-    }
-}
-
-fn unexpected(outcome: Outcome) -> Error {
-    Error::Protocol {
-        reason: format!("internal: unexpected outcome {outcome:?}"),
     }
 }
 

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
-use crate::{Error, Event, Fence, Lock, OpId, Outcome, RequestId};
+use crate::{Error, Event, Fence, Lock, LostReason, OpId, Outcome, RequestId};
 
 /// What an adapter's runtime does for the driver.
 pub trait Runtime {
@@ -271,5 +271,81 @@ impl<T: Runtime> Driver<T> {
             return Flow::Stop;
         }
         Flow::Continue(self.lock.poll_timeout())
+    }
+}
+
+/// A guard's view of the one hold it owns: its token, and whether (and why) it was lost.
+///
+/// Both adapters' `LockGuard`s keep one, so which fence is the hold's, whether it is still
+/// held, and what ends it (a `Lost` event for its token, or the end of the loss stream: the
+/// client was destroyed) are decided here once.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use microlock_proto::driver::Hold;
+/// use microlock_proto::{Config, Event, Lock, LostReason};
+/// # use microlock_proto::http::Response;
+///
+/// # let now = Instant::now();
+/// # let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+/// # lock.lock(now);
+/// # let (id, _) = lock.poll_request().unwrap();
+/// # let body = br#"{"action":"create","node":{"key":"/k","value":"n","ttl":5,"modifiedIndex":7,"createdIndex":7}}"#;
+/// # lock.handle_response(id, Response::builder().status(201).header("X-Etcd-Index", "7").body(body.to_vec()).unwrap(), now);
+/// let fence = lock.fence().expect("held");
+/// let mut hold = Hold::new(fence);
+/// assert!(hold.is_held(lock.fence(), now));
+/// // Another hold's loss is not this one's; the end of the stream is.
+/// let other = Event::Lost { token: fence.token() + 1, reason: LostReason::Expired };
+/// assert_eq!(hold.observe(Some(&other)), None);
+/// assert_eq!(hold.observe(None), Some(LostReason::Destroyed));
+/// assert!(!hold.is_held(lock.fence(), now));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    fence: Fence,
+    lost: Option<LostReason>,
+}
+
+impl Hold {
+    /// The hold taken with `fence`.
+    pub fn new(fence: Fence) -> Hold {
+        Hold { fence, lost: None }
+    }
+
+    /// Its fencing token (renewals keep it).
+    pub fn token(&self) -> u64 {
+        self.fence.token()
+    }
+
+    /// Its current fence, given the lock's (`current`): that one while it is still this hold
+    /// (renewals move its deadline), else the fence it was taken with.
+    pub fn fence(&self, current: Option<Fence>) -> Fence {
+        current
+            .filter(|f| f.token() == self.token())
+            .unwrap_or(self.fence)
+    }
+
+    /// Whether it is still held at `now`: not lost, and the lock's current fence is this
+    /// hold's with its validity deadline ahead.
+    pub fn is_held(&self, current: Option<Fence>, now: Instant) -> bool {
+        self.lost.is_none() && current.is_some_and(|f| f.is_valid(self.token(), now))
+    }
+
+    /// Why it was lost, once it was.
+    pub fn lost(&self) -> Option<LostReason> {
+        self.lost
+    }
+
+    /// Feeds the next item of the guard's loss stream (`None`: the stream ended, because the
+    /// client was destroyed). Returns why the hold was lost, once it is.
+    pub fn observe(&mut self, event: Option<&Event>) -> Option<LostReason> {
+        if self.lost.is_none() {
+            self.lost = match event {
+                Some(event) => event.ends_hold(self.token()),
+                None => Some(LostReason::Destroyed),
+            };
+        }
+        self.lost
     }
 }

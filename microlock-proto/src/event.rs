@@ -102,7 +102,12 @@ impl Fence {
     /// Whether this is the hold with fencing token `token` and its validity deadline is
     /// still ahead at `now`.
     pub fn is_valid(&self, token: u64, now: Instant) -> bool {
-        self.token == token && now < self.valid_until
+        self.token == token && self.is_valid_at(now)
+    }
+
+    /// Whether the validity deadline is still ahead at `now` (whichever hold this is).
+    pub fn is_valid_at(&self, now: Instant) -> bool {
+        now < self.valid_until
     }
 
     /// The local validity deadline: when the request that took or renewed the lock was sent,
@@ -129,6 +134,44 @@ pub enum Outcome {
     Acquired(Fence),
     /// `unlock` released the key.
     Unlocked,
+}
+
+impl Outcome {
+    /// The fence of a `Locked`, `Renewed` or `Acquired` outcome: what an adapter's `lock`,
+    /// `renew` and `acquire` return. An `Unlocked` here would be a driver bug, reported as
+    /// [`Error::Protocol`] rather than a panic.
+    ///
+    /// ```
+    /// # use microlock_proto::{Error, Outcome};
+    /// assert!(matches!(Outcome::Unlocked.into_fence(), Err(Error::Protocol { .. })));
+    /// ```
+    pub fn into_fence(self) -> Result<Fence, Error> {
+        match self {
+            Outcome::Locked(fence) | Outcome::Renewed(fence) | Outcome::Acquired(fence) => {
+                Ok(fence)
+            }
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// `Ok(())` for `Unlocked`: what an adapter's `unlock` returns.
+    ///
+    /// ```
+    /// # use microlock_proto::Outcome;
+    /// assert_eq!(Outcome::Unlocked.into_unlocked(), Ok(()));
+    /// ```
+    pub fn into_unlocked(self) -> Result<(), Error> {
+        match self {
+            Outcome::Unlocked => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    fn unexpected(self) -> Error {
+        Error::Protocol {
+            reason: format!("internal: unexpected outcome {self:?}"),
+        }
+    }
 }
 
 /// The end of a command: which one, and its result.

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use microlock_proto::driver::Hold;
 use microlock_proto::{Error, Event, Fence, LostReason};
 use tokio::sync::mpsc;
 
@@ -20,9 +21,8 @@ use crate::Microlock;
 #[derive(Debug)]
 pub struct LockGuard<'a> {
     lock: &'a Microlock,
-    fence: Fence,
+    hold: Hold,
     losses: mpsc::UnboundedReceiver<Event>,
-    lost: Option<LostReason>,
     released: bool,
 }
 
@@ -34,52 +34,37 @@ impl<'a> LockGuard<'a> {
     ) -> LockGuard<'a> {
         LockGuard {
             lock,
-            fence,
+            hold: Hold::new(fence),
             losses,
-            lost: None,
             released: false,
         }
     }
 
     /// The fencing token of this hold (constant while it lasts; renewals keep it).
     pub fn token(&self) -> u64 {
-        self.fence.token()
+        self.hold.token()
     }
 
     /// The current fence (its `valid_until` moves forward with each renewal).
     pub fn fence(&self) -> Fence {
-        self.lock
-            .fence()
-            .filter(|f| f.token() == self.token())
-            .unwrap_or(self.fence)
+        self.hold.fence(self.lock.fence())
     }
 
     /// Whether the lock is still held: not lost, and the local validity deadline is ahead.
     pub fn is_held(&self) -> bool {
-        self.lost.is_none()
-            && (self.lock.fence()).is_some_and(|f| f.is_valid(self.token(), Instant::now()))
+        self.hold.is_held(self.lock.fence(), Instant::now())
     }
 
     /// Resolves when the hold is lost (renewal failed until the validity deadline, etcd said
     /// the key is not ours, the watch saw it taken, or the client was destroyed), with why.
     /// Resolves at once if it is already lost.
     pub async fn lost(&mut self) -> LostReason {
-        if let Some(reason) = self.lost {
-            return reason;
-        }
         loop {
-            match self.losses.recv().await {
-                Some(event) => {
-                    if let Some(reason) = event.ends_hold(self.token()) {
-                        self.lost = Some(reason);
-                        return reason;
-                    }
-                }
-                None => {
-                    self.lost = Some(LostReason::Destroyed);
-                    return LostReason::Destroyed;
-                }
+            if let Some(reason) = self.hold.lost() {
+                return reason;
             }
+            let event = self.losses.recv().await;
+            self.hold.observe(event.as_ref());
         }
     }
 

@@ -156,27 +156,18 @@ impl Microlock {
     ///
     /// Dropping the future does not cancel the request: etcd may still grant the lock.
     pub async fn lock(&self) -> Result<Fence, Error> {
-        match self.run(Command::Lock).await? {
-            Outcome::Locked(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Lock).await?.into_fence()
     }
 
     /// Releases the lock. `Err(Error::LockNotOwned)` when this node does not hold it.
     pub async fn unlock(&self) -> Result<(), Error> {
-        match self.run(Command::Unlock).await? {
-            Outcome::Unlocked => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Unlock).await?.into_unlocked()
     }
 
     /// Extends the lease by the TTL. `Err(Error::LockNotOwned)` when this node does not hold
     /// the lock (any more).
     pub async fn renew(&self) -> Result<Fence, Error> {
-        match self.run(Command::Renew).await? {
-            Outcome::Renewed(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        self.run(Command::Renew).await?.into_fence()
     }
 
     /// Takes the lock, waiting up to `timeout` for it to be released if another node holds
@@ -198,10 +189,7 @@ impl Microlock {
         let receiver = pending.receiver.as_mut().expect("set above");
         let result = receiver.await.map_err(|_| Error::Destroyed);
         pending.receiver = None; // answered: nothing to cancel
-        match result?? {
-            Outcome::Acquired(fence) => Ok(fence),
-            other => Err(unexpected(other)),
-        }
+        result??.into_fence()
     }
 
     /// Acquires the lock (waiting up to `timeout`) and returns a [`LockGuard`] that owns it:
@@ -248,7 +236,7 @@ impl Microlock {
     /// Whether this node holds the lock now: a fence whose validity deadline is ahead.
     pub fn is_held(&self) -> bool {
         self.fence()
-            .is_some_and(|f| std::time::Instant::now() < f.valid_until())
+            .is_some_and(|f| f.is_valid_at(std::time::Instant::now()))
     }
 
     pub(crate) fn restore_auto_renew(&self) {
@@ -302,12 +290,6 @@ impl Drop for CancelOnDrop<'_> {
             drop(receiver);
             let _ = self.commands.send(Command::Cancelled);
         }
-    }
-}
-
-fn unexpected(outcome: Outcome) -> Error {
-    Error::Protocol {
-        reason: format!("internal: unexpected outcome {outcome:?}"),
     }
 }
 
