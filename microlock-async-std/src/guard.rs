@@ -23,15 +23,22 @@ pub struct LockGuard<'a> {
     hold: Hold,
     losses: Receiver<Event>,
     released: bool,
+    _renewing: RenewClaim<'a>,
 }
 
 impl<'a> LockGuard<'a> {
-    pub(crate) fn new(lock: &'a Microlock, fence: Fence, losses: Receiver<Event>) -> LockGuard<'a> {
+    pub(crate) fn new(
+        lock: &'a Microlock,
+        fence: Fence,
+        losses: Receiver<Event>,
+        renewing: RenewClaim<'a>,
+    ) -> LockGuard<'a> {
         LockGuard {
             lock,
             hold: Hold::new(fence),
             losses,
             released: false,
+            _renewing: renewing,
         }
     }
 
@@ -66,9 +73,7 @@ impl<'a> LockGuard<'a> {
     /// Releases the lock and reports the outcome (`Err(LockNotOwned)` if it was lost).
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
-        let result = self.lock.unlock().await;
-        self.lock.restore_auto_renew();
-        result
+        self.lock.unlock().await
     }
 }
 
@@ -76,7 +81,26 @@ impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         if !self.released {
             self.lock.unlock_in_background();
-            self.lock.restore_auto_renew();
         }
+    }
+}
+
+/// A guard's claim on auto-renew, taken before its acquire and given back when dropped: with
+/// the guard, or with a failed or cancelled acquire. The driver renews while the caller's own
+/// setting is on or any claim lives, so ending a guard never switches off what the caller
+/// switched on.
+#[derive(Debug)]
+pub(crate) struct RenewClaim<'a>(&'a Microlock);
+
+impl<'a> RenewClaim<'a> {
+    pub(crate) fn new(lock: &'a Microlock) -> RenewClaim<'a> {
+        lock.guard_renews(true);
+        RenewClaim(lock)
+    }
+}
+
+impl Drop for RenewClaim<'_> {
+    fn drop(&mut self) {
+        self.0.guard_renews(false);
     }
 }

@@ -91,8 +91,12 @@ pub enum Command<R, S> {
     Acquire(Duration, R),
     /// A caller went away: its command is cancelled.
     Cancelled,
-    /// Auto-renew on or off.
+    /// The caller's auto-renew setting (`set_auto_renew`).
     AutoRenew(bool),
+    /// A guard starts (`true`: before its acquire) or ends (`false`: released, dropped, or its
+    /// acquire failed or was cancelled). Auto-renew runs while the caller's setting is on or
+    /// any guard lives; a guard's end never switches off what the caller switched on.
+    Guard(bool),
     /// `events()`: a new subscriber.
     Subscribe(S),
     /// A subscriber of [`Event::Lost`] only (starts no watch).
@@ -125,12 +129,16 @@ pub struct Driver<T: Runtime> {
     subscribers: Vec<T::Subscriber>,
     loss_subscribers: Vec<T::Subscriber>,
     published: Option<Fence>,
+    /// The caller's auto-renew setting, and how many guards live.
+    auto_renew: bool,
+    guards: usize,
 }
 
 impl<T: Runtime> Driver<T> {
     /// Wraps a machine.
     pub fn new(lock: Lock) -> Driver<T> {
         Driver {
+            auto_renew: lock.auto_renew(),
             lock,
             in_flight: HashMap::new(),
             waiting: HashMap::new(),
@@ -138,6 +146,7 @@ impl<T: Runtime> Driver<T> {
             subscribers: Vec::new(),
             loss_subscribers: Vec::new(),
             published: None,
+            guards: 0,
         }
     }
 
@@ -176,7 +185,19 @@ impl<T: Runtime> Driver<T> {
                 return self.flush(rt);
             }
             Command::AutoRenew(on) => {
-                self.lock.set_auto_renew(on, now);
+                self.auto_renew = on;
+                self.lock
+                    .set_auto_renew(self.auto_renew || self.guards > 0, now);
+                return self.flush(rt);
+            }
+            Command::Guard(starts) => {
+                self.guards = if starts {
+                    self.guards + 1
+                } else {
+                    self.guards.saturating_sub(1)
+                };
+                self.lock
+                    .set_auto_renew(self.auto_renew || self.guards > 0, now);
                 return self.flush(rt);
             }
             Command::SubscribeLost(subscriber) => {

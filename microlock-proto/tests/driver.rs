@@ -106,3 +106,35 @@ fn destroy_answers_everyone_and_stops() {
         vec![(1, Err(Error::Destroyed)), (2, Err(Error::Destroyed))]
     );
 }
+
+/// Found in review: a guard switched auto-renew on and, when it ended, back to the config's
+/// default, so a caller's own `set_auto_renew(true)` was silently undone, and a cancelled
+/// `guard()` left it on for good. Auto-renew now runs while the caller's setting is on or any
+/// guard lives.
+#[test]
+fn guards_never_undo_the_callers_auto_renew_setting() {
+    let mut rt = Record::default();
+    let mut d = driver();
+    let now = Instant::now();
+    let auto = |d: &Driver<Record>| d.machine().auto_renew();
+    assert!(!auto(&d), "the config's default");
+    // The caller's setting survives a guard.
+    d.command(&mut rt, Command::AutoRenew(true), now);
+    d.command(&mut rt, Command::Guard(true), now);
+    d.command(&mut rt, Command::Guard(false), now);
+    assert!(auto(&d), "the caller switched it on");
+    // Guards keep it on while any lives, whatever the caller sets meanwhile.
+    d.command(&mut rt, Command::AutoRenew(false), now);
+    assert!(!auto(&d));
+    d.command(&mut rt, Command::Guard(true), now);
+    d.command(&mut rt, Command::Guard(true), now);
+    d.command(&mut rt, Command::AutoRenew(false), now);
+    assert!(auto(&d), "two guards live");
+    d.command(&mut rt, Command::Guard(false), now);
+    assert!(auto(&d), "one guard lives");
+    d.command(&mut rt, Command::Guard(false), now);
+    assert!(!auto(&d), "no guard, caller off");
+    // An unmatched end is harmless.
+    d.command(&mut rt, Command::Guard(false), now);
+    assert!(!auto(&d));
+}

@@ -42,6 +42,7 @@ use microlock_proto::{Lock, Outcome};
 
 use crate::driver::{Command, Reply, Shared};
 pub use crate::guard::LockGuard;
+use crate::guard::RenewClaim;
 use crate::http_client::HttpClient;
 
 /// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
@@ -210,20 +211,17 @@ impl Microlock {
         self.commands
             .send(Command::SubscribeLost(sender))
             .map_err(|_| Error::Destroyed)?;
-        self.set_auto_renew(true);
-        match self.acquire(timeout).await {
-            Ok(fence) => Ok(LockGuard::new(self, fence, losses)),
-            Err(e) => {
-                self.restore_auto_renew();
-                Err(e)
-            }
-        }
+        // Auto-renew from now until the guard (or this attempt, failed or cancelled) ends.
+        let renewing = RenewClaim::new(self);
+        let fence = self.acquire(timeout).await?;
+        Ok(LockGuard::new(self, fence, losses, renewing))
     }
 
     /// Switches automatic lease renewal on or off (default: the config's, off unless
     /// [`Config::with_auto_renew`]). While on and holding, the lease is renewed every
     /// [`Config::renew_interval`]; if renewal cannot succeed before the local validity
-    /// deadline, [`Event::Lost`] is emitted and the hold ends.
+    /// deadline, [`Event::Lost`] is emitted and the hold ends. A live [`LockGuard`] renews
+    /// whatever this says; when it ends, this setting applies again.
     pub fn set_auto_renew(&self, on: bool) {
         let _ = self.commands.send(Command::AutoRenew(on));
     }
@@ -239,8 +237,9 @@ impl Microlock {
             .is_some_and(|f| f.is_valid_at(std::time::Instant::now()))
     }
 
-    pub(crate) fn restore_auto_renew(&self) {
-        self.set_auto_renew(self.config.auto_renew());
+    /// A guard starts or ends (see [`RenewClaim`]).
+    pub(crate) fn guard_renews(&self, starts: bool) {
+        let _ = self.commands.send(Command::Guard(starts));
     }
 
     pub(crate) fn unlock_in_background(&self) {

@@ -655,6 +655,45 @@ macro_rules! conformance_suite {
             }
 
             #[$test]
+            async fn a_guard_gives_auto_renew_back_as_the_caller_set_it() {
+                let key = unique_key("guard-renew");
+                let etcd = client();
+                let short = Duration::from_secs(1);
+                // The caller's own auto-renew survives a guard's release: a later plain hold
+                // of a 1 s lease still lives after 2.5 s.
+                let a = Microlock::new(&etcd, &key, "node-a", short).unwrap();
+                a.set_auto_renew(true);
+                a.guard(PATIENCE).await.unwrap().release().await.unwrap();
+                let fence = a.lock().await.unwrap();
+                rt::sleep(Duration::from_millis(2500)).await;
+                assert!(a.is_held(), "renewed by the caller's setting");
+                let node = inspect::node(&url(), &key).expect("still there");
+                assert_eq!(node["createdIndex"].as_u64(), Some(fence.token()));
+                a.unlock().await.unwrap();
+                // A cancelled guard() does not leave auto-renew on: a later plain hold of a
+                // 1 s lease expires.
+                let holder = Microlock::new(&etcd, &key, "node-h", LONG).unwrap();
+                holder.lock().await.unwrap();
+                let b = Microlock::new(&etcd, &key, "node-b", short).unwrap();
+                let attempt = rt::timeout(Duration::from_millis(300), b.guard(PATIENCE)).await;
+                assert!(attempt.is_none(), "the key is held: the guard waits");
+                holder.unlock().await.unwrap();
+                b.lock().await.unwrap();
+                let mut events = b.events();
+                let token = assert_locked(&next_event(&mut events).await, "node-b");
+                // Not renewed: the hold ends locally first, then etcd expires the key.
+                match next_event(&mut events).await {
+                    Event::Lost { token: t, reason } => {
+                        assert_eq!(t, token);
+                        assert_eq!(reason, $ml::LostReason::Expired);
+                    }
+                    other => panic!("expected Lost, got {other:?}"),
+                }
+                assert_unlocked(&next_event(&mut events).await, "node-b", true);
+                assert!(!b.is_held());
+            }
+
+            #[$test]
             async fn dropping_a_guard_releases_the_lock() {
                 let key = unique_key("guard-drop");
                 let etcd = client();
