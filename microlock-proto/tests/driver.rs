@@ -138,3 +138,52 @@ fn guards_never_undo_the_callers_auto_renew_setting() {
     d.command(&mut rt, Command::Guard(false), now);
     assert!(!auto(&d));
 }
+
+#[test]
+fn a_hold_is_ended_by_its_own_loss_or_the_end_of_the_stream() {
+    use microlock_proto::driver::Hold;
+    use microlock_proto::LostReason;
+    let now = Instant::now();
+    let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(5)).unwrap());
+    lock.lock(now);
+    let (id, _) = lock.poll_request().unwrap();
+    let body = br#"{"action":"create","node":{"key":"/k","value":"n","ttl":5,"modifiedIndex":7,"createdIndex":7}}"#;
+    let created = microlock_proto::http::Response::builder()
+        .status(201)
+        .header("X-Etcd-Index", "7")
+        .body(body.to_vec())
+        .unwrap();
+    lock.handle_response(id, created, now);
+    let fence = lock.fence().expect("held");
+    let mut hold = Hold::new(fence);
+    assert_eq!(hold.token(), 7);
+    assert!(hold.is_held(lock.fence(), now));
+    assert!(
+        !hold.is_held(lock.fence(), fence.valid_until()),
+        "the deadline"
+    );
+    assert!(!hold.is_held(None, now), "the lock no longer has a fence");
+    assert_eq!(hold.fence(None), fence, "the fence it was taken with");
+    // Another hold's loss is not this one's; this one's is, once.
+    let other = Event::Lost {
+        token: 8,
+        reason: LostReason::NotOwned,
+    };
+    assert_eq!(hold.observe(Some(&other)), None);
+    assert!(hold.is_held(lock.fence(), now));
+    let own = Event::Lost {
+        token: 7,
+        reason: LostReason::Superseded,
+    };
+    assert_eq!(hold.observe(Some(&own)), Some(LostReason::Superseded));
+    assert_eq!(
+        hold.observe(None),
+        Some(LostReason::Superseded),
+        "the first reason stays"
+    );
+    assert!(!hold.is_held(lock.fence(), now));
+    // The end of the loss stream: the client was destroyed.
+    let mut hold = Hold::new(fence);
+    assert_eq!(hold.observe(None), Some(LostReason::Destroyed));
+    assert_eq!(hold.lost(), Some(LostReason::Destroyed));
+}
