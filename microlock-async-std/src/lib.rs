@@ -29,7 +29,7 @@
 //!
 //! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). The part of this
 //! crate that is specific to a runtime is small: its driver loop (`driver.rs`) is 86 lines of
-//! code, the whole crate about 470 (the public API, the same as microlock-tokio's, and an
+//! code, the whole crate about 480 (the public API, the same as microlock-tokio's, and an
 //! HTTP/1.1 connection pool), so an adapter for smol or another runtime is a short file of the
 //! same shape.
 #![forbid(unsafe_code)]
