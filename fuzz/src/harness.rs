@@ -479,8 +479,9 @@ impl Harness {
             step.events
         );
         ensure!(
-            self.outstanding.len() <= 2,
-            "{} requests outstanding (at most one command's and one watch's): {:?}",
+            self.outstanding.len() <= 4,
+            "{} requests outstanding (at most a command's and a watch's, each with its \
+             member's liveness probe): {:?}",
             self.outstanding.len(),
             self.outstanding
         );

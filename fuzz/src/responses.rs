@@ -63,7 +63,8 @@ pub enum Scenario {
     ResolveLock,
     /// The quorum GET settling an `acquire()`'s lost write.
     ResolveAcquire,
-    /// The quorum GET settling a `renew()`'s lost write, holding.
+    /// The `renew()` sent again (to the next member) after its first answer was lost, holding:
+    /// a renew needs no read to settle it.
     ResolveRenew,
     /// The quorum GET settling an `unlock()`'s lost write, holding.
     ResolveUnlock,
@@ -310,8 +311,16 @@ fn setup(input: &Input, t0: Instant) -> Checked<(Harness, Option<OpId>, RequestI
             }
             let (op, step) = h.command(cmd)?;
             let id = only(&step, kind)?;
-            let step = h.fail(id)?;
-            (Some(op), only(&step, is_read)?)
+            let mut step = h.fail(id)?;
+            let settle: fn(ReqKind) -> bool = match cmd {
+                Cmd::Renew => is_refresh,
+                _ => is_read,
+            };
+            if step.requests.is_empty() {
+                // The only member just failed: the next attempt waits a little.
+                step = h.fire_timer()?.ok_or("setup: no retry timer")?;
+            }
+            (Some(op), only(&step, settle)?)
         }
         Scenario::WatchRead => {
             let step = h.set_watching(true)?;
@@ -441,6 +450,11 @@ fn check(input: &Input) -> Checked {
             (Err(Error::WaitTimeout { .. }), true, _) => true,
             (Err(Error::Protocol { .. }), false, false) => true,
             (Err(Error::Transport { reason }), false, true) => reason == TRANSPORT_REASON,
+            // A renew is sent again after an unusable answer; the attempts after it fail in
+            // transport (the harness settles with transport failures): the last one's error.
+            (Err(Error::Transport { reason }), false, false) if state.cmd == Cmd::Renew => {
+                reason == TRANSPORT_REASON
+            }
             _ => false,
         };
         ensure!(
@@ -464,6 +478,7 @@ fn check(input: &Input) -> Checked {
     match &result {
         Ok(Outcome::Locked(f) | Outcome::Acquired(f) | Outcome::Renewed(f)) => {
             let actions: &[&str] = match (resolving, state.cmd) {
+                (_, Cmd::Renew) => &["compareAndSwap"],
                 (true, _) => &["get"],
                 (false, Cmd::Renew) => &["compareAndSwap"],
                 _ => &["create"],

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use async_std::channel::{Receiver, Sender};
 use async_std::task::{self, JoinHandle};
-use microlock_proto::driver::{Command as DriverCommand, Driver, Flow, Runtime};
+use microlock_proto::driver::{Command as DriverCommand, Driver, Failure, Flow, Runtime};
 use microlock_proto::http::{Request, Response};
-use microlock_proto::{Error, Event, Fence, Lock, Outcome, RequestId};
+use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId};
 
 use crate::http_client::HttpClient;
 
@@ -18,17 +18,21 @@ pub(crate) type Command = DriverCommand<Reply, Sender<Event>>;
 /// The current hold, shared with the public handles for their synchronous getters.
 pub(crate) type Shared = Arc<Mutex<Option<Fence>>>;
 
+/// The members' health, shared by the locks of one `Etcd`.
+pub(crate) type SharedMembers = Arc<Mutex<Members>>;
+
 /// What the driver waits for, on one channel: a command from the API or a finished request.
 #[derive(Debug)]
 pub(crate) enum Input {
     Command(Command),
-    Done(RequestId, Result<Response<Vec<u8>>, String>),
+    Done(RequestId, Result<Response<Vec<u8>>, Failure>),
 }
 
 struct AsyncStd {
     client: HttpClient,
     inputs: Sender<Input>,
     shared: Shared,
+    members: SharedMembers,
 }
 
 impl Runtime for AsyncStd {
@@ -67,11 +71,16 @@ impl Runtime for AsyncStd {
     fn publish(&mut self, fence: Option<Fence>) {
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = fence;
     }
+
+    fn sync_members(&mut self, lock: &mut Lock) {
+        lock.sync_members(&mut self.members.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 pub(crate) async fn run(
     lock: Lock,
     client: HttpClient,
+    members: SharedMembers,
     shared: Shared,
     inputs: Sender<Input>,
     receiver: Receiver<Input>,
@@ -80,6 +89,7 @@ pub(crate) async fn run(
         client,
         inputs,
         shared,
+        members,
     };
     let mut driver = Driver::new(lock);
     let mut flow = Flow::Continue(None);

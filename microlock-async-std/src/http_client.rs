@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll, Wake, Waker};
 
 use async_std::io::{BufReader, Read, ReadExt};
 use async_std::net::TcpStream;
+use microlock_proto::driver::Failure;
 use microlock_proto::http::header::CONTENT_TYPE;
 use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use microlock_proto::MAX_RESPONSE_BYTES;
@@ -25,20 +26,29 @@ impl HttpClient {
     }
 
     /// Sends `request` and reads the body, stopping one byte past the machine's bound (the
-    /// machine rejects the oversized body). `Err` carries the transport failure's description.
+    /// machine rejects the oversized body). `Err` says whether the request could have reached
+    /// etcd (a failure to connect could not).
     pub(crate) async fn send(
         &self,
         request: Request<Vec<u8>>,
-    ) -> Result<Response<Vec<u8>>, String> {
-        let mut response = self.0.send(to_surf(request)?).await.map_err(describe)?;
+    ) -> Result<Response<Vec<u8>>, Failure> {
+        let request = to_surf(request).map_err(Failure::Connect)?;
+        let mut response = self.0.send(request).await.map_err(|e| {
+            if e.downcast_ref::<ConnectFailed>().is_some() {
+                Failure::Connect(describe(e))
+            } else {
+                Failure::Lost(describe(e))
+            }
+        })?;
+        let lost = |e: &dyn std::fmt::Display| Failure::Lost(e.to_string());
         let mut bytes = Vec::new();
         response
             .take_body()
             .take(MAX_RESPONSE_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| e.to_string())?;
-        let status = StatusCode::from_u16(response.status().into()).map_err(|e| e.to_string())?;
+            .map_err(|e| lost(&e))?;
+        let status = StatusCode::from_u16(response.status().into()).map_err(|e| lost(&e))?;
         let mut out = Response::builder().status(status);
         for (name, values) in response.iter() {
             for value in values {
@@ -51,7 +61,23 @@ impl HttpClient {
                 }
             }
         }
-        out.body(bytes).map_err(|e| e.to_string())
+        out.body(bytes).map_err(|e| lost(&e))
+    }
+}
+
+/// The connection could not be made: the request never left this process.
+#[derive(Debug)]
+struct ConnectFailed(io::Error);
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connect: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
     }
 }
 
@@ -109,7 +135,11 @@ impl Pool {
         let stream = match self.take_idle(&host, port) {
             Some(stream) => stream,
             None => {
-                let stream = TcpStream::connect((host.as_str(), port)).await?;
+                let stream = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(|e| {
+                        surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
+                    })?;
                 stream.set_nodelay(true)?;
                 stream
             }

@@ -45,19 +45,26 @@ use std::time::Duration;
 
 use async_std::channel::{self, Receiver, Sender};
 
-pub use microlock_proto::{Config, Endpoint, Error, Event, Fence, Key, LostReason, NodeId};
+pub use microlock_proto::{
+    Config, Endpoint, Error, Event, Fence, Key, LostReason, Members, NodeId,
+};
 use microlock_proto::{Lock, Outcome};
 
-use crate::driver::{Command, Input, Reply, Shared};
+use crate::driver::{Command, Input, Reply, Shared, SharedMembers};
 pub use crate::guard::LockGuard;
 use crate::guard::RenewClaim;
 use crate::http_client::HttpClient;
 
-/// A handle on an etcd cluster: its client URLs and a keep-alive connection pool shared by
-/// every lock made from it. Cheap to clone.
+/// A handle on an etcd cluster: its client URLs, a keep-alive connection pool, and what is
+/// known of each member's health, all shared by every lock made from it. Cheap to clone.
+///
+/// A member that fails is skipped by every lock of the handle for a back-off (see
+/// [`Members`]); requests fail over to the other members, so one member's failure costs
+/// callers latency, not errors.
 #[derive(Clone, Debug)]
 pub struct Etcd {
     endpoints: Vec<Endpoint>,
+    members: SharedMembers,
     client: HttpClient,
 }
 
@@ -76,25 +83,35 @@ impl Etcd {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Ok(Etcd {
-            endpoints: Endpoint::parse_all(endpoints)?,
+        Ok(Etcd::from_endpoints(Endpoint::parse_all(endpoints)?))
+    }
+
+    fn from_endpoints(endpoints: Vec<Endpoint>) -> Etcd {
+        Etcd {
+            members: SharedMembers::new(std::sync::Mutex::new(Members::new(endpoints.clone()))),
+            endpoints,
             client: HttpClient::new(),
-        })
+        }
     }
 
     /// The client URLs.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
     }
+
+    /// What the locks of this handle know of the members' health, now.
+    pub fn members(&self) -> Members {
+        self.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Default for Etcd {
     /// etcd's default client URL, `http://127.0.0.1:2379`.
     fn default() -> Etcd {
-        Etcd {
-            endpoints: vec![Endpoint::default()],
-            client: HttpClient::new(),
-        }
+        Etcd::from_endpoints(vec![Endpoint::default()])
     }
 }
 
@@ -140,6 +157,7 @@ impl Microlock {
         async_std::task::spawn(driver::run(
             machine,
             etcd.client.clone(),
+            etcd.members.clone(),
             shared.clone(),
             inputs.clone(),
             receiver,

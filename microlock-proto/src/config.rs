@@ -210,7 +210,7 @@ pub fn ttl_seconds(ttl: Duration) -> Result<u64, Error> {
 /// One etcd client URL: `http://host:port` (an optional trailing `/` is allowed), or
 /// `host:port` without a scheme, which means `http` (node-etcd's form: `127.0.0.1:2379`).
 ///
-/// Only plain `http` is supported: the adapters carry no TLS stack.
+/// Only plain `http` is supported for now.
 ///
 /// ```
 /// use microlock_proto::Endpoint;
@@ -344,6 +344,8 @@ pub struct Config {
     ttl_secs: u64,
     endpoints: Vec<Endpoint>,
     request_timeout: Duration,
+    operation_timeout: Option<Duration>,
+    watch_liveness: Duration,
     safety_margin: Option<Duration>,
     watch_retry_min: Duration,
     watch_retry_max: Duration,
@@ -355,14 +357,17 @@ pub struct Config {
 
 impl Config {
     /// A lock on `key` for `node_id` with a lease of `ttl` (rounded up to whole seconds), at
-    /// etcd's default endpoint `http://127.0.0.1:2379`, with a 5 s request timeout.
+    /// etcd's default endpoint `http://127.0.0.1:2379`, with a 2 s timeout per request, an
+    /// operation budget of four request timeouts, and a watch liveness bound of 4 s.
     pub fn new(key: &str, node_id: &str, ttl: Duration) -> Result<Config, Error> {
         Ok(Config {
             key: Key::new(key)?,
             node_id: NodeId::new(node_id)?,
             ttl_secs: ttl_seconds(ttl)?,
             endpoints: vec![Endpoint::default()],
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
+            operation_timeout: None,
+            watch_liveness: Duration::from_secs(4),
             safety_margin: None,
             watch_retry_min: Duration::from_millis(50),
             watch_retry_max: Duration::from_secs(2),
@@ -373,8 +378,9 @@ impl Config {
         })
     }
 
-    /// The etcd members to talk to. Requests go to the first; after a transport failure or a
-    /// timeout the next request goes to the next one. At least one is required.
+    /// The etcd members to talk to. Requests go to the first while it works; a member that
+    /// fails is skipped for a back-off and the request goes to the next one (see
+    /// [`Members`](crate::Members)). At least one is required.
     pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Result<Config, Error> {
         if endpoints.is_empty() {
             return Err(Error::InvalidEndpoint {
@@ -386,10 +392,36 @@ impl Config {
         Ok(self)
     }
 
-    /// How long a lock, unlock, renew or read may take before it fails with
-    /// [`Error::Timeout`] (a watch has no deadline). Zero is raised to 1 ms.
+    /// How long one request (a lock, unlock or renew write, or a read) may go unanswered before
+    /// the member is given up on for it: its outcome is then settled by a read on another
+    /// member, and the operation goes on there (a watch has no deadline: see
+    /// [`with_watch_liveness`](Config::with_watch_liveness)). Default 2 s. Zero is raised to
+    /// 1 ms.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Config {
         self.request_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The time budget of one `lock`, `unlock` or `renew`: its attempts move from member to
+    /// member (a failed member is skipped) until one gives a clear answer, and no new attempt
+    /// starts after the budget. So a caller hears back within `operation_timeout` plus one
+    /// [`request_timeout`](Config::with_request_timeout) (a read that settles a last lost
+    /// answer), or at once when every member refused the connection. The error is then the
+    /// last attempt's ([`Error::Timeout`], [`Error::Transport`], or etcd's own). Default: four
+    /// request timeouts (8 s). A waiting acquire is bounded by its own deadline instead.
+    pub fn with_operation_timeout(mut self, budget: Duration) -> Config {
+        self.operation_timeout = Some(budget);
+        self
+    }
+
+    /// How soon a watch (a waiting acquire's, or the one behind `events()`) notices that the
+    /// member it sits on stopped serving it — hung, dead, or cut off from its peers — and
+    /// moves to another member, resuming from the last index it delivered: while a watch
+    /// waits, the member is probed with a quorum read every half of this, each allowed half
+    /// of it. So a release is seen within about this bound of happening (plus a round trip),
+    /// whichever single member fails. Default 4 s; raised to at least 20 ms.
+    pub fn with_watch_liveness(mut self, bound: Duration) -> Config {
+        self.watch_liveness = bound.max(Duration::from_millis(20));
         self
     }
 
@@ -486,6 +518,18 @@ impl Config {
     /// The per-request deadline.
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The time budget of one operation (see
+    /// [`with_operation_timeout`](Config::with_operation_timeout)).
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+            .unwrap_or_else(|| self.request_timeout.saturating_mul(4))
+    }
+
+    /// The watch liveness bound (see [`with_watch_liveness`](Config::with_watch_liveness)).
+    pub fn watch_liveness(&self) -> Duration {
+        self.watch_liveness
     }
 
     /// The safety margin subtracted from the lease for the local validity deadline.

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use microlock_proto::driver::{Command, Driver, Flow, Runtime};
+//! use microlock_proto::driver::{Command, Driver, Failure, Flow, Runtime};
 //! use microlock_proto::http::Request;
 //! use microlock_proto::{Config, Error, Event, Lock, Outcome, RequestId};
 //!
@@ -29,6 +29,7 @@
 //!     fn is_closed(&self, _: &()) -> bool { false }
 //!     fn reply_closed(&self, _: &()) -> bool { false }
 //!     fn publish(&mut self, _: Option<microlock_proto::Fence>) {}
+//!     fn sync_members(&mut self, _: &mut Lock) {} // one lock: nothing to share
 //! }
 //!
 //! fn run(now: Instant) {
@@ -38,7 +39,8 @@
 //!     let flow = driver.command(&mut rt, Command::Lock(()), now);
 //!     assert!(matches!(flow, Flow::Continue(Some(_)))); // the request's deadline
 //!     let id = rt.sent[0];
-//!     driver.response(&mut rt, id, Err("connection refused".into()), now);
+//!     // The only member refused the connection: nothing to fail over to.
+//!     driver.response(&mut rt, id, Err(Failure::Connect("connection refused".into())), now);
 //!     assert!(matches!(rt.answers[0], Err(Error::Transport { .. })));
 //! }
 //! ```
@@ -49,6 +51,20 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use crate::{Error, Event, Fence, Lock, LostReason, OpId, Outcome, RequestId};
+
+/// Why a request got no complete response: what an adapter's HTTP client reports.
+///
+/// The difference matters for failover: a request that never reached etcd is simply sent to
+/// the next member, while one that may have reached it is settled by a read first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It provably never reached etcd: the connection was refused or not made in time, the
+    /// name did not resolve, the TLS handshake failed.
+    Connect(String),
+    /// It may have reached etcd: the connection failed after the request was (partly) sent,
+    /// or the response was cut short.
+    Lost(String),
+}
 
 /// What an adapter's runtime does for the driver.
 pub trait Runtime {
@@ -75,6 +91,10 @@ pub trait Runtime {
     fn reply_closed(&self, reply: &Self::Reply) -> bool;
     /// The current hold changed (for synchronous getters such as `is_held()`).
     fn publish(&mut self, fence: Option<Fence>);
+    /// Merges the lock's view of the members' health with the one shared by the locks of the
+    /// same cluster handle: `lock.sync_members(&mut shared)` (under the adapter's mutex). The
+    /// driver calls it before and after every input.
+    fn sync_members(&mut self, lock: &mut Lock);
 }
 
 /// A request from the public API to the driver.
@@ -162,6 +182,7 @@ impl<T: Runtime> Driver<T> {
         command: Command<T::Reply, T::Subscriber>,
         now: Instant,
     ) -> Flow {
+        rt.sync_members(&mut self.lock);
         let (op, reply) = match command {
             Command::Lock(reply) => (self.lock.lock(now), reply),
             Command::Unlock(reply) => (self.lock.unlock(now), reply),
@@ -233,18 +254,20 @@ impl<T: Runtime> Driver<T> {
 
     /// Feeds the outcome of a request started by [`Runtime::start`]: the response with its
     /// whole body (at most [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) + 1 bytes), or
-    /// the transport failure's description.
+    /// the transport failure.
     pub fn response(
         &mut self,
         rt: &mut T,
         id: RequestId,
-        outcome: Result<Response<Vec<u8>>, String>,
+        outcome: Result<Response<Vec<u8>>, Failure>,
         now: Instant,
     ) -> Flow {
         if self.in_flight.remove(&id).is_some() {
+            rt.sync_members(&mut self.lock);
             match outcome {
                 Ok(response) => self.lock.handle_response(id, response, now),
-                Err(reason) => self.lock.handle_transport_error(id, &reason, now),
+                Err(Failure::Lost(reason)) => self.lock.handle_transport_error(id, &reason, now),
+                Err(Failure::Connect(reason)) => self.lock.handle_connect_error(id, &reason, now),
             }
         }
         self.flush(rt)
@@ -252,12 +275,14 @@ impl<T: Runtime> Driver<T> {
 
     /// The timer from the last [`Flow::Continue`] fired (extra calls are harmless).
     pub fn timeout(&mut self, rt: &mut T, now: Instant) -> Flow {
+        rt.sync_members(&mut self.lock);
         self.lock.handle_timeout(now);
         self.flush(rt)
     }
 
     /// Carries out everything the machine asked for.
     fn flush(&mut self, rt: &mut T) -> Flow {
+        rt.sync_members(&mut self.lock);
         while let Some(id) = self.lock.poll_cancel() {
             if let Some(task) = self.in_flight.remove(&id) {
                 rt.abort(task);

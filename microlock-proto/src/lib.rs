@@ -36,7 +36,9 @@ pub mod driver;
 mod encode;
 mod error;
 mod event;
+mod liveness;
 mod lock;
+mod members;
 mod op;
 mod rng;
 mod watch;
@@ -51,6 +53,7 @@ pub use config::{
 pub use error::Error;
 pub use event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 pub use lock::{Lock, RequestId};
+pub use members::Members;
 pub use wire::MAX_RESPONSE_BYTES;
 
 /// Re-exported so users build and read requests with the same `http` version.

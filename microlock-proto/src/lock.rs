@@ -3,14 +3,15 @@
 //! What a command does lives in [`op`](crate::op); the event watch in
 //! [`watch`](crate::watch).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
 use http::{Request, Response};
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
+use crate::members::Members;
 use crate::op::{Kind, Queued, Running};
 use crate::rng::Rng;
 use crate::watch::Watch;
@@ -109,7 +110,10 @@ pub struct Lock {
     pub(crate) config: Config,
     pub(crate) rng: Rng,
     now: Option<Instant>,
-    pub(crate) endpoint: usize,
+    /// Which member each request goes to, and their health.
+    pub(crate) members: Members,
+    /// The member of each request in flight.
+    in_flight: BTreeMap<RequestId, usize>,
     next_request: u64,
     next_op: u64,
     pub(crate) queue: VecDeque<Queued>,
@@ -138,9 +142,10 @@ impl Lock {
             rng: Rng::new(config.seed()),
             auto_renew: config.auto_renew(),
             watch: Watch::new(&config),
+            members: Members::new(config.endpoints().to_vec()),
+            in_flight: BTreeMap::new(),
             config,
             now: None,
-            endpoint: 0,
             next_request: 0,
             next_op: 0,
             queue: VecDeque::new(),
@@ -175,6 +180,12 @@ impl Lock {
     /// is still ahead.
     pub fn is_held(&self, now: Instant) -> bool {
         self.held.is_some_and(|h| now < h.fence.valid_until)
+    }
+
+    /// The etcd members and what this machine knows of their health (see
+    /// [`sync_members`](Lock::sync_members)).
+    pub fn members(&self) -> &Members {
+        &self.members
     }
 
     /// Whether auto-renew is on.
@@ -313,8 +324,8 @@ impl Lock {
         self.renew_at = None;
         self.auto_renew = false;
         if let Some(running) = self.running.take() {
-            if let Some(request) = running.request() {
-                self.cancels.push_back(request);
+            for request in running.requests() {
+                self.cancel_request(request);
             }
             if running.caller {
                 self.complete(running.op, Err(Error::Destroyed));
@@ -335,21 +346,37 @@ impl Lock {
     pub fn handle_response(&mut self, id: RequestId, response: Response<Vec<u8>>, now: Instant) {
         let now = self.tick(now);
         let reply = wire::parse(&response);
-        self.dispatch(id, reply, now);
+        self.dispatch(id, reply, true, now);
     }
 
-    /// Reports that request `id` failed before a complete response arrived (connection
-    /// refused or reset, body cut short...). `reason` is kept in [`Error::Transport`].
+    /// Reports that request `id` failed before a complete response arrived, after it may have
+    /// reached etcd (connection reset or closed after sending, body cut short...): its outcome
+    /// is unknown. `reason` is kept in [`Error::Transport`].
     pub fn handle_transport_error(&mut self, id: RequestId, reason: &str, now: Instant) {
         let now = self.tick(now);
-        if self.is_current(id) {
-            // The member may be down: the next request goes to the next endpoint.
-            self.next_endpoint();
-        }
         let error = Error::Transport {
             reason: reason.to_owned(),
         };
-        self.dispatch(id, Err(error), now);
+        self.dispatch(id, Err(error), true, now);
+    }
+
+    /// Reports that request `id` provably never reached etcd: the connection was refused or
+    /// could not be made in time, the name did not resolve, the TLS handshake failed. The
+    /// member is skipped for a while and the request goes to the next member at once.
+    /// `reason` is kept in [`Error::Transport`] if every member fails.
+    pub fn handle_connect_error(&mut self, id: RequestId, reason: &str, now: Instant) {
+        let now = self.tick(now);
+        let error = Error::Transport {
+            reason: reason.to_owned(),
+        };
+        self.dispatch(id, Err(error), false, now);
+    }
+
+    /// Merges this machine's view of the members' health with `shared` (both end up with the
+    /// newest of each): an adapter calls it around every input with the view shared by the
+    /// locks of one cluster handle, so that a member one lock found dead is skipped by all.
+    pub fn sync_members(&mut self, shared: &mut Members) {
+        self.members.sync(shared);
     }
 
     /// Runs the timers due at `now`: request deadlines, retries, acquire deadlines,
@@ -428,23 +455,37 @@ impl Lock {
         now
     }
 
-    pub(crate) fn new_request(&mut self, request: Request<Vec<u8>>) -> RequestId {
+    /// Queues the request `build` makes for `member`'s endpoint.
+    pub(crate) fn send(
+        &mut self,
+        member: usize,
+        build: impl FnOnce(&Endpoint, &Config) -> Request<Vec<u8>>,
+    ) -> RequestId {
+        let request = build(self.members.endpoint(member), &self.config);
         self.next_request += 1;
         let id = RequestId(self.next_request);
         self.requests.push_back((id, request));
+        self.in_flight.insert(id, member);
         id
     }
 
+    /// The member the next request goes to.
+    pub(crate) fn pick(&self, now: Instant) -> usize {
+        self.members.pick(now)
+    }
+
     pub(crate) fn cancel_request(&mut self, id: RequestId) {
-        self.cancels.push_back(id);
+        if self.in_flight.remove(&id).is_some() {
+            self.cancels.push_back(id);
+        }
     }
 
-    pub(crate) fn next_endpoint(&mut self) {
-        self.endpoint = (self.endpoint + 1) % self.config.endpoints().len();
-    }
-
-    pub(crate) fn endpoint(&self) -> &crate::config::Endpoint {
-        &self.config.endpoints()[self.endpoint]
+    /// Request `id` got no answer in time: the member is given up on for now.
+    pub(crate) fn request_timed_out(&mut self, id: RequestId, now: Instant) {
+        if let Some(member) = self.in_flight.get(&id).copied() {
+            self.members.failed(member, now);
+        }
+        self.cancel_request(id);
     }
 
     pub(crate) fn new_op(&mut self) -> OpId {
@@ -476,21 +517,32 @@ impl Lock {
         self.events.push_back(event);
     }
 
-    fn is_current(&self, id: RequestId) -> bool {
-        self.running.as_ref().and_then(Running::request) == Some(id)
-            || self.watch.request() == Some(id)
-    }
-
-    fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, now: Instant) {
-        if let Ok(reply) = &reply {
-            self.seen_index = self.seen_index.max(reply.highest_index());
+    /// `sent`: false when the request provably never reached etcd.
+    fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, sent: bool, now: Instant) {
+        let Some(member) = self.in_flight.remove(&id) else {
+            return; // a stale answer to a request given up on
+        };
+        match &reply {
+            Ok(reply) => {
+                self.seen_index = self.seen_index.max(reply.highest_index());
+                if reply.is_server_failure() {
+                    self.members.failed(member, now);
+                } else {
+                    self.members.succeeded(member, now);
+                }
+            }
+            Err(_) => self.members.failed(member, now),
         }
-        if self.running.as_ref().and_then(Running::request) == Some(id) {
-            self.on_op_reply(reply, now);
+        let running = self.running.as_ref();
+        if running.and_then(Running::request) == Some(id) {
+            self.on_op_reply(reply, sent, now);
+        } else if running.and_then(Running::probe) == Some(id) {
+            self.on_op_probe(reply, now);
         } else if self.watch.request() == Some(id) {
             self.on_watch_reply(id, reply, now);
+        } else if self.watch.probe() == Some(id) {
+            self.on_watch_probe(reply, now);
         }
-        // Otherwise: a stale answer to a request given up on.
     }
 
     /// Ends the hold for `reason` (no-op when not holding): [`Event::Lost`].

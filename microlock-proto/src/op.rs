@@ -2,12 +2,22 @@
 //!
 //! ```text
 //!            ┌──────────── answer known ───────────────► done
-//!  Write ────┤
-//!            └─ lost (transport, timeout, 5xx, garbage) ─► Resolve (quorum GET) ─► done
-//!  acquire only:  key held ─► Wait (watch for release) ─► Pause (jitter) ─► Write
+//!  Write ────┼─ never sent (connection refused) ─► Write again, on the next member
+//!            └─ lost (transport, timeout, 5xx, garbage) ─► Resolve (quorum GET, another member)
+//!                  ├─ it happened, or it is moot ─► done
+//!                  └─ it did not happen ─► Write again, on a working member
+//!  acquire only:  key held ─► Wait (watch for release, its member probed) ─► Pause (jitter) ─► Write
 //! ```
 //!
+//! **Failover.** Every attempt goes to the member [`Members`](crate::Members) picks; a member
+//! that fails one is skipped for a back-off. A lock, unlock or renew keeps going from member to
+//! member until an answer is clear, within its budget ([`Config::operation_timeout`]): it fails
+//! only when every member refused the connection, or when the budget is spent (then with the
+//! last failure). A waiting acquire keeps trying until its own deadline.
+//!
 //! Every decision about what an etcd answer means for a command is in this file.
+
+use crate::liveness::{Due, Probe};
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +26,8 @@ use crate::lock::{Held, Lock, RequestId};
 use crate::wire::{self, code, KeyState, Reply};
 use crate::Error;
 
-/// How many quorum reads settle an unknown outcome before giving up.
-const RESOLVE_TRIES: u32 = 3;
+/// The shortest time a renew's attempt is given, however close its hold is to expiring.
+const MIN_RENEW_ATTEMPT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -79,6 +89,17 @@ pub(crate) struct Running {
     first_write: Option<(Instant, Option<u64>)>,
     /// The highest index seen before the current write attempt was sent.
     attempt_seen: Option<u64>,
+    /// No new attempt starts after this (see [`Config::operation_timeout`]).
+    budget_end: Instant,
+    /// Attempts in a row that never reached etcd (connection refused): when every member
+    /// refused, nothing is running there and the command fails at once.
+    refused: usize,
+    /// Attempts made again after a failure: the first goes at once (to another member), later
+    /// ones after a doubling pause, so that failing members are never hammered.
+    retries: u32,
+    /// Whether a write of this command may have happened unseen (its answer was lost): then
+    /// "the key exists" may be our own write's doing, and a read tells.
+    lost_write: bool,
 }
 
 #[derive(Debug)]
@@ -97,10 +118,14 @@ enum Phase {
         deadline: Instant,
         write_sent_at: Instant,
         failure: Error,
-        tries: u32,
     },
-    /// acquire: the key is held; a long poll waits for the first event at `index`.
-    Wait { request: RequestId, index: u64 },
+    /// acquire: the key is held; a long poll waits for the first event at `index`, and its
+    /// member is probed (see [`liveness`](crate::liveness)).
+    Wait {
+        request: RequestId,
+        index: u64,
+        probe: Probe,
+    },
     /// A pause before the next step.
     Pause { until: Instant, then: Then },
 }
@@ -112,7 +137,6 @@ enum Then {
     Resolve {
         write_sent_at: Instant,
         failure: Error,
-        tries: u32,
     },
 }
 
@@ -126,11 +150,24 @@ impl Running {
         }
     }
 
+    /// The liveness probe out while waiting, if any.
+    pub(crate) fn probe(&self) -> Option<RequestId> {
+        match self.phase {
+            Phase::Wait { probe, .. } => probe.request(),
+            _ => None,
+        }
+    }
+
+    /// Every request out.
+    pub(crate) fn requests(&self) -> impl Iterator<Item = RequestId> {
+        [self.request(), self.probe()].into_iter().flatten()
+    }
+
     pub(crate) fn timer(&self) -> Option<Instant> {
         let phase = match self.phase {
             Phase::Write { deadline, .. } | Phase::Resolve { deadline, .. } => Some(deadline),
             Phase::Pause { until, .. } => Some(until),
-            Phase::Wait { .. } => None,
+            Phase::Wait { probe, .. } => Some(probe.timer()),
         };
         // The acquire deadline only interrupts waiting; a write in flight is allowed to finish
         // (its own deadline bounds it), so it must not be a timer then, or it would stay due.
@@ -154,6 +191,9 @@ enum Verdict {
     Retry,
     /// Send the write again, as this (e.g. an unlock pinned to a newer index).
     Rewrite(Kind),
+    /// The write did not happen (its member failed): send it again, as this, on a working
+    /// member, if the budget allows; else fail with the original failure.
+    Again(Kind, Error),
 }
 
 impl Lock {
@@ -174,6 +214,10 @@ impl Lock {
                 failures: 0,
                 first_write: None,
                 attempt_seen: None,
+                budget_end: now + self.config.operation_timeout(),
+                refused: 0,
+                retries: 0,
+                lost_write: false,
             });
             self.write(now);
         }
@@ -195,18 +239,24 @@ impl Lock {
         let Some(running) = self.running.as_mut() else {
             return;
         };
-        let request = match running.kind {
-            Kind::Lock => wire::lock(&self.config.endpoints()[self.endpoint], &self.config),
+        if matches!(running.kind, Kind::Acquire { .. }) {
+            // Each attempt of a waiting acquire has a full budget to settle its outcome.
+            running.budget_end = now + self.config.operation_timeout();
+        }
+        let (kind, caller) = (running.kind, running.caller);
+        let member = self.pick(now);
+        let request = match kind {
+            Kind::Lock => self.send(member, wire::lock),
             Kind::Acquire { .. } if self.held.is_some() => {
                 let index = self.held.map_or(0, |h| h.modified);
                 let key = self.config.key().as_str().to_owned();
                 return self.finish(Err(Error::AlreadyLocked { key, index }), now);
             }
-            Kind::Acquire { .. } => wire::lock(self.endpoint(), &self.config),
-            Kind::Renew if !running.caller && self.held.is_none() => {
+            Kind::Acquire { .. } => self.send(member, wire::lock),
+            Kind::Renew if !caller && self.held.is_none() => {
                 return self.finish(Err(Error::Cancelled), now); // auto-renew after a loss
             }
-            Kind::Renew => wire::renew(self.endpoint(), &self.config),
+            Kind::Renew => self.send(member, wire::renew),
             Kind::Unlock { token, modified } => {
                 // Stop claiming the lock before the release can take effect anywhere.
                 let (token, modified) = match self.held.take() {
@@ -221,13 +271,12 @@ impl Lock {
                     // No hold known: never send an unpinned DELETE (a delayed copy of it could
                     // remove a later hold of ours). Read the key, then delete what is ours.
                     let key = self.config.key().as_str().to_owned();
-                    return self.resolve(now, Error::LockNotOwned { key }, 1, now);
+                    return self.resolve(now, Error::LockNotOwned { key }, now);
                 };
-                wire::unlock(self.endpoint(), &self.config, Some(modified))
+                self.send(member, |e, c| wire::unlock(e, c, Some(modified)))
             }
         };
-        let request = self.new_request(request);
-        let deadline = now + self.config.request_timeout();
+        let deadline = now + self.attempt_timeout(now);
         let seen = (self.seen_index > 0).then_some(self.seen_index);
         if let Some(running) = self.running.as_mut() {
             running.first_write.get_or_insert((now, seen));
@@ -240,9 +289,24 @@ impl Lock {
         }
     }
 
-    fn resolve(&mut self, write_sent_at: Instant, failure: Error, tries: u32, now: Instant) {
-        let request = self.new_request(wire::read(self.endpoint(), &self.config));
-        let deadline = now + self.config.request_timeout();
+    /// How long the next attempt may take: the request timeout, except that a renew of a
+    /// hold leaves time for a second attempt on another member before the hold expires.
+    fn attempt_timeout(&self, now: Instant) -> Duration {
+        let timeout = self.config.request_timeout();
+        match (self.running.as_ref().map(|r| r.kind), self.held) {
+            (Some(Kind::Renew), Some(held)) => {
+                let half = held.fence.valid_until.saturating_duration_since(now) / 2;
+                timeout.min(half.max(MIN_RENEW_ATTEMPT))
+            }
+            _ => timeout,
+        }
+    }
+
+    /// Sends a quorum GET to settle what the write sent at `write_sent_at` did (its answer was
+    /// lost with `failure`), on a member other than the one that failed if any is up.
+    fn resolve(&mut self, write_sent_at: Instant, failure: Error, now: Instant) {
+        let request = self.send(self.pick(now), wire::read);
+        let deadline = now + self.attempt_timeout(now);
         if let Some(running) = self.running.as_mut() {
             running.phase = Phase::Resolve {
                 request,
@@ -250,15 +314,72 @@ impl Lock {
                 deadline,
                 write_sent_at,
                 failure,
-                tries,
             };
         }
     }
 
-    fn wait(&mut self, index: u64) {
-        let request = self.new_request(wire::watch(self.endpoint(), &self.config, index));
+    /// acquire: a long poll for the first event at `index` on a working member.
+    fn wait(&mut self, index: u64, now: Instant) {
+        let member = self.pick(now);
+        let request = self.send(member, |e, c| wire::watch(e, c, index));
+        let probe = Probe::new(member, &self.config, now);
         if let Some(running) = self.running.as_mut() {
-            running.phase = Phase::Wait { request, index };
+            running.phase = Phase::Wait {
+                request,
+                index,
+                probe,
+            };
+        }
+    }
+
+    /// The waiting acquire's member stopped serving its watch: wait on another member from
+    /// the same index (etcd replays what happened since from its history).
+    fn move_wait(&mut self, index: u64, now: Instant) {
+        let requests: Vec<RequestId> = self.running.iter().flat_map(Running::requests).collect();
+        for request in requests {
+            self.cancel_request(request);
+        }
+        self.wait(index, now);
+    }
+
+    /// Goes on after a failed attempt with `then`, on the member [`Members`](crate::Members)
+    /// picks: the first time at once if a member is up, then after a pause doubling from the
+    /// first watch retry delay to the largest. Returns `false` (doing nothing) when that would start an attempt
+    /// after the budget.
+    fn go_on(&mut self, then: Then, now: Instant) -> bool {
+        let (min, max) = self.config.watch_retry();
+        // With every member failing, even the first retry waits (no member to move to).
+        let all_down = self.members.all_down_until(now).is_some();
+        let Some(running) = self.running.as_mut() else {
+            return false;
+        };
+        let pause = match (running.retries, all_down) {
+            (0, false) => Duration::ZERO,
+            (k, _) => min
+                .saturating_mul(1 << k.saturating_sub(1).min(16))
+                .min(max),
+        };
+        let at = now + pause;
+        if now >= running.budget_end || at > running.budget_end {
+            return false;
+        }
+        running.retries += 1;
+        if at > now {
+            self.pause(at - now, then, now);
+        } else {
+            self.then(then, now);
+        }
+        true
+    }
+
+    fn then(&mut self, then: Then, now: Instant) {
+        match then {
+            Then::Write => self.write(now),
+            Then::Wait(index) => self.wait(index, now),
+            Then::Resolve {
+                write_sent_at,
+                failure,
+            } => self.resolve(write_sent_at, failure, now),
         }
     }
 
@@ -273,26 +394,54 @@ impl Lock {
 
     // ----- inputs ---------------------------------------------------------------------------
 
-    pub(crate) fn on_op_reply(&mut self, reply: Result<Reply, Error>, now: Instant) {
-        let Some(running) = self.running.as_ref() else {
+    /// An answer (or failure: `sent` is false when the request never reached etcd) to the
+    /// running command's request.
+    pub(crate) fn on_op_reply(&mut self, reply: Result<Reply, Error>, sent: bool, now: Instant) {
+        let members = self.members.len();
+        let Some(running) = self.running.as_mut() else {
             return;
         };
         let kind = running.kind;
+        running.refused = if sent { 0 } else { running.refused + 1 };
+        // Every member refused the connection in a row: nothing to fail over to.
+        let all_refused = running.refused >= members;
         // What a failed read reports (used when an unlock's look-up read cannot be done).
         let read_error = match &reply {
             Err(e) => e.clone(),
             Ok(r) => r.clone().into_error("read"),
         };
-        match std::mem::replace(
-            &mut self.running.as_mut().expect("running").phase,
+        let phase = std::mem::replace(
+            &mut running.phase,
             Phase::Pause {
                 until: now,
                 then: Then::Write,
             },
-        ) {
+        );
+        match phase {
+            Phase::Write { .. } if !sent && matches!(kind, Kind::Acquire { .. }) => {
+                self.retry_acquire(now)
+            }
+            // Never reached etcd: the same write, at once, on the next member (refusals end
+            // by themselves: when every member refused, the command fails).
+            Phase::Write { .. } if !sent => {
+                let budget_left = self.running.as_ref().is_some_and(|r| now < r.budget_end);
+                if all_refused || !budget_left {
+                    self.finish(Err(read_error), now);
+                } else {
+                    self.write(now);
+                }
+            }
             Phase::Write { sent_at, .. } => match self.judge_write(kind, sent_at, reply) {
                 Verdict::Done(result) => self.done(result, now),
+                // A renew needs no read to settle it: sent again, its own answer says whether
+                // the key is still ours (and only that answer extends the hold).
+                Verdict::Unknown(failure) if kind == Kind::Renew => {
+                    self.again(Kind::Renew, failure, now)
+                }
                 Verdict::Unknown(failure) => {
+                    if let Some(running) = self.running.as_mut() {
+                        running.lost_write = true;
+                    }
                     if matches!(kind, Kind::Lock | Kind::Acquire { .. }) {
                         // This create may have happened: remember it until something settles it.
                         let attempt = (sent_at, self.running.as_ref().and_then(|r| r.attempt_seen));
@@ -302,17 +451,18 @@ impl Lock {
                         };
                         self.unsettled_create = Some(earliest);
                     }
-                    self.resolve(sent_at, failure, 1, now)
+                    // Settled on another member, always at least once.
+                    self.resolve(sent_at, failure, now)
                 }
                 Verdict::Held(index) => self.after_contention(index, now),
                 Verdict::Retry => self.retry_acquire(now),
                 Verdict::Rewrite(kind) => self.rewrite(kind, now),
+                Verdict::Again(kind, failure) => self.again(kind, failure, now),
             },
             Phase::Resolve {
                 sent_at: read_sent_at,
                 write_sent_at,
                 failure,
-                tries,
                 ..
             } => match KeyState::from_read(reply) {
                 Some(state) => {
@@ -320,29 +470,88 @@ impl Lock {
                         Verdict::Done(result) => self.done(result, now),
                         Verdict::Held(index) => self.after_contention(index, now),
                         Verdict::Rewrite(kind) => self.rewrite(kind, now),
+                        Verdict::Again(kind, failure) => self.again(kind, failure, now),
                         Verdict::Retry | Verdict::Unknown(_) => self.retry_acquire(now),
                     }
                 }
-                None if tries < RESOLVE_TRIES => {
+                // An acquire past its deadline (or cancelled) stops here: what its write did is
+                // remembered as unsettled.
+                None if matches!(kind, Kind::Acquire { .. })
+                    && self.acquire_over(now).is_some() =>
+                {
+                    self.retry_acquire(now)
+                }
+                // The read failed too: read again elsewhere while the budget lasts.
+                None => {
                     let then = Then::Resolve {
                         write_sent_at,
-                        failure,
-                        tries: tries + 1,
+                        failure: failure.clone(),
                     };
-                    let delay = self.config.watch_retry().0;
-                    self.pause(delay, then, now);
+                    if !all_refused && self.go_on(then, now) {
+                        return;
+                    }
+                    match kind {
+                        Kind::Acquire { .. } => self.retry_acquire(now),
+                        // An unlock's look-up read failed: that failure is the answer.
+                        LOOKUP => self.finish(Err(read_error), now),
+                        _ => self.finish(Err(failure), now),
+                    }
                 }
-                None if matches!(kind, Kind::Acquire { .. }) => self.retry_acquire(now),
-                // An unlock's look-up read failed: that failure is the answer.
-                None if kind == LOOKUP => self.finish(Err(read_error), now),
-                None => self.finish(Err(failure), now),
             },
-            Phase::Wait { index, .. } => self.on_wait(index, reply, now),
+            Phase::Wait { index, probe, .. } => {
+                if let Some(probe) = probe.request() {
+                    self.cancel_request(probe); // the watch answered: no need to ask
+                }
+                self.on_wait(index, reply, now)
+            }
             phase @ Phase::Pause { .. } => {
                 if let Some(running) = self.running.as_mut() {
                     running.phase = phase;
                 }
             }
+        }
+    }
+
+    /// The answer to a waiting acquire's liveness probe (a quorum read on its watch's member).
+    pub(crate) fn on_op_probe(&mut self, reply: Result<Reply, Error>, now: Instant) {
+        let Some(Phase::Wait {
+            index, mut probe, ..
+        }) = self.running.as_ref().map(|r| &r.phase)
+        else {
+            return;
+        };
+        let index = *index;
+        match KeyState::from_read(reply) {
+            // Released, and the watch has not said so yet: go for it.
+            Some(KeyState::Absent { .. }) => {
+                let requests: Vec<RequestId> =
+                    self.running.iter().flat_map(Running::requests).collect();
+                for request in requests {
+                    self.cancel_request(request);
+                }
+                self.released(now);
+            }
+            Some(KeyState::Present { .. }) => {
+                probe.answered(&self.config, now);
+                if let Some(Phase::Wait { probe: p, .. }) =
+                    self.running.as_mut().map(|r| &mut r.phase)
+                {
+                    *p = probe;
+                }
+            }
+            // The member cannot serve a quorum read: wait elsewhere.
+            None => self.move_wait(index, now),
+        }
+    }
+
+    /// Sends the write again as `kind` on a working member, or fails with `failure` when the
+    /// budget is spent.
+    fn again(&mut self, kind: Kind, failure: Error, now: Instant) {
+        if let Some(running) = self.running.as_mut() {
+            running.kind = kind;
+        }
+        if !self.go_on(Then::Write, now) {
+            self.finish(Err(failure), now);
         }
     }
 
@@ -358,7 +567,8 @@ impl Lock {
         {
             let idle = matches!(running.phase, Phase::Wait { .. } | Phase::Pause { .. });
             if running.caller && deadline <= now && idle {
-                if let Some(request) = running.request() {
+                let requests: Vec<RequestId> = running.requests().collect();
+                for request in requests {
                     self.cancel_request(request);
                 }
                 let waited = now.saturating_duration_since(started);
@@ -367,16 +577,35 @@ impl Lock {
         }
         match running.phase {
             Phase::Write {
-                deadline, request, ..
+                deadline,
+                request,
+                sent_at,
             }
             | Phase::Resolve {
-                deadline, request, ..
+                deadline,
+                request,
+                sent_at,
+                ..
             } if deadline <= now => {
-                self.cancel_request(request);
-                self.next_endpoint();
-                let after = self.config.request_timeout();
-                self.on_op_reply(Err(Error::Timeout { after }), now);
+                self.request_timed_out(request, now);
+                let after = deadline.saturating_duration_since(sent_at);
+                self.on_op_reply(Err(Error::Timeout { after }), true, now);
             }
+            Phase::Wait { index, probe, .. } => match probe.due(now) {
+                Due::Nothing => {}
+                Due::Send => {
+                    let request = self.send(probe.member, wire::read);
+                    if let Some(Phase::Wait { probe, .. }) =
+                        self.running.as_mut().map(|r| &mut r.phase)
+                    {
+                        probe.sent(request, &self.config, now);
+                    }
+                }
+                Due::Expired(request) => {
+                    self.request_timed_out(request, now);
+                    self.move_wait(index, now);
+                }
+            },
             Phase::Pause { until, .. } if until <= now => {
                 let Some(Phase::Pause { then, .. }) = self.running.as_mut().map(|r| {
                     std::mem::replace(
@@ -389,20 +618,11 @@ impl Lock {
                 }) else {
                     return;
                 };
-                match then {
-                    Then::Write => self.write(now),
-                    Then::Wait(index) => self.wait(index),
-                    Then::Resolve {
-                        write_sent_at,
-                        failure,
-                        tries,
-                    } => self.resolve(write_sent_at, failure, tries, now),
-                }
+                self.then(then, now);
             }
             _ => {}
         }
     }
-
     pub(crate) fn cancel_op(&mut self, op: OpId, now: Instant) {
         if let Some(i) = self.queue.iter().position(|q| q.op == op && q.caller) {
             self.queue.remove(i);
@@ -415,8 +635,11 @@ impl Lock {
             return;
         }
         match running.phase {
-            Phase::Wait { request, .. } => {
+            Phase::Wait { request, probe, .. } => {
                 self.cancel_request(request);
+                if let Some(probe) = probe.request() {
+                    self.cancel_request(probe);
+                }
                 self.running = None;
                 self.complete(op, Err(Error::Cancelled));
                 self.start_next_op(now);
@@ -472,6 +695,10 @@ impl Lock {
                 },
             ) if error.code == code::NODE_EXIST => {
                 let index = error.index.or(etcd_index).unwrap_or(0);
+                if self.running.as_ref().is_some_and(|r| r.lost_write) {
+                    // An earlier attempt of ours whose answer was lost may have made this key.
+                    return Verdict::Unknown(Error::AlreadyLocked { key: key(), index });
+                }
                 match kind {
                     Kind::Lock => Verdict::Done(Err(Error::AlreadyLocked { key: key(), index })),
                     _ => Verdict::Held(index),
@@ -589,7 +816,8 @@ impl Lock {
                 }))
             }
             (Kind::Acquire { .. }, KeyState::Present { index, .. }) => Verdict::Held(index),
-            (Kind::Lock, KeyState::Absent { .. }) => Verdict::Done(Err(failure)),
+            // The create did not happen (its member failed): again, on a working member.
+            (Kind::Lock, KeyState::Absent { .. }) => Verdict::Again(Kind::Lock, failure),
             (Kind::Acquire { .. }, KeyState::Absent { .. }) => Verdict::Retry,
             // An unlock's look-up: delete our key, pinned to its current index.
             (
@@ -620,21 +848,34 @@ impl Lock {
                     modified: Some(modified),
                 })
             }
-            (Kind::Unlock { token, .. }, KeyState::Present { value, created, .. })
-                if ours(&value) && token.map_or(true, |t| t == created) =>
-            {
-                Verdict::Done(Err(failure)) // still ours: the delete did not happen
-            }
+            // Still ours: the delete did not happen (its member failed). Again, pinned to the
+            // index the key has now, on a working member.
+            (
+                Kind::Unlock { token, .. },
+                KeyState::Present {
+                    value,
+                    created,
+                    modified,
+                    ..
+                },
+            ) if ours(&value) && token.map_or(true, |t| t == created) => Verdict::Again(
+                Kind::Unlock {
+                    token: Some(created),
+                    modified: Some(modified),
+                },
+                failure,
+            ),
             (Kind::Unlock { .. }, _) if matches!(failure, Error::LockNotOwned { .. }) => {
                 Verdict::Done(Err(failure))
             }
             (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
             // Still ours. Whether this refresh or an earlier, delayed one moved the key cannot
-            // be told apart, so the lease is not extended: the old deadline stands.
+            // be told apart, so no lease is credited from it: the refresh is sent again (on a
+            // working member), and only its own answer extends the hold.
             (Kind::Renew, KeyState::Present { value, created, .. })
                 if ours(&value) && self.held.map_or(true, |h| h.fence.token == created) =>
             {
-                Verdict::Done(Err(failure))
+                Verdict::Again(Kind::Renew, failure)
             }
             (Kind::Renew, _) => {
                 self.lose(LostReason::NotOwned);
@@ -783,7 +1024,7 @@ impl Lock {
         if let Some(stop) = self.acquire_over(now) {
             return self.finish(Err(stop), now);
         }
-        self.wait(index.saturating_add(1));
+        self.wait(index.saturating_add(1), now);
     }
 
     /// Not taken and not known to be held: try again after a backoff.
@@ -825,20 +1066,23 @@ impl Lock {
         delay
     }
 
+    /// The key a waiting acquire waits for was released: everyone waiting sees it now, so the
+    /// attempt comes after a seeded jitter that spreads them.
+    fn released(&mut self, now: Instant) {
+        let jitter = self.rng.duration_up_to(self.config.acquire_jitter());
+        if let Some(running) = self.running.as_mut() {
+            running.failures = 0;
+        }
+        self.pause(jitter, Then::Write, now);
+    }
+
     /// The answer to an acquire's long poll.
     fn on_wait(&mut self, index: u64, reply: Result<Reply, Error>, now: Instant) {
         match reply {
             Ok(Reply::Action { action, .. }) => {
                 let modified = action.node.as_ref().and_then(|n| n.modified_index);
                 match (action.action.as_str(), modified) {
-                    ("delete" | "compareAndDelete" | "expire", _) => {
-                        // Released: everyone waiting sees it now; spread the attempts.
-                        let jitter = self.rng.duration_up_to(self.config.acquire_jitter());
-                        if let Some(running) = self.running.as_mut() {
-                            running.failures = 0;
-                        }
-                        self.pause(jitter, Then::Write, now);
-                    }
+                    ("delete" | "compareAndDelete" | "expire", _) => self.released(now),
                     (_, Some(modified)) => self.after_contention(modified.max(index), now),
                     (_, None) => self.retry_acquire(now),
                 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::event::{Event, LostReason};
+use crate::liveness::{Due, Probe};
 use crate::lock::{Lock, RequestId};
 use crate::wire::{self, code, KeyState, Reply};
 use crate::Error;
@@ -26,8 +27,12 @@ enum Phase {
         request: RequestId,
         deadline: Instant,
     },
-    /// A long poll for the first event at `index` or later.
-    Waiting { request: RequestId, index: u64 },
+    /// A long poll for the first event at `index` or later; its member is probed.
+    Waiting {
+        request: RequestId,
+        index: u64,
+        probe: Probe,
+    },
     /// Waiting `until` before trying again after a failure.
     Backoff { until: Instant, resume: Resume },
 }
@@ -68,11 +73,20 @@ impl Watch {
         }
     }
 
+    /// The liveness probe out, if any.
+    pub(crate) fn probe(&self) -> Option<RequestId> {
+        match self.phase {
+            Phase::Waiting { probe, .. } => probe.request(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn timer(&self) -> Option<Instant> {
         match self.phase {
             Phase::Reading { deadline, .. } => Some(deadline),
             Phase::Backoff { until, .. } => Some(until),
-            Phase::Idle | Phase::Waiting { .. } => None,
+            Phase::Waiting { probe, .. } => Some(probe.timer()),
+            Phase::Idle => None,
         }
     }
 
@@ -96,7 +110,10 @@ impl Watch {
 
 impl Lock {
     pub(crate) fn stop_watch(&mut self) {
-        if let Some(request) = self.watch.request() {
+        for request in [self.watch.request(), self.watch.probe()]
+            .into_iter()
+            .flatten()
+        {
             self.cancel_request(request);
         }
         self.watch.phase = Phase::Idle;
@@ -104,16 +121,51 @@ impl Lock {
     }
 
     pub(crate) fn start_read(&mut self, now: Instant) {
-        let request = self.new_request(wire::read(self.endpoint(), &self.config));
+        let request = self.send(self.pick(now), wire::read);
         self.watch.phase = Phase::Reading {
             request,
             deadline: now + self.config.request_timeout(),
         };
     }
 
-    fn start_watch(&mut self, index: u64) {
-        let request = self.new_request(wire::watch(self.endpoint(), &self.config, index));
-        self.watch.phase = Phase::Waiting { request, index };
+    fn start_watch(&mut self, index: u64, now: Instant) {
+        let member = self.pick(now);
+        let request = self.send(member, |e, c| wire::watch(e, c, index));
+        self.watch.phase = Phase::Waiting {
+            request,
+            index,
+            probe: Probe::new(member, &self.config, now),
+        };
+    }
+
+    /// The watch's member stopped serving it: the same long poll on another member.
+    fn move_watch(&mut self, index: u64, now: Instant) {
+        for request in [self.watch.request(), self.watch.probe()]
+            .into_iter()
+            .flatten()
+        {
+            self.cancel_request(request);
+        }
+        self.start_watch(index, now);
+    }
+
+    /// The answer to a liveness probe: a clear read keeps the watch where it is; anything
+    /// else moves it.
+    pub(crate) fn on_watch_probe(&mut self, reply: Result<Reply, Error>, now: Instant) {
+        let Phase::Waiting {
+            index, mut probe, ..
+        } = self.watch.phase
+        else {
+            return;
+        };
+        if KeyState::from_read(reply).is_some() {
+            probe.answered(&self.config, now);
+            if let Phase::Waiting { probe: p, .. } = &mut self.watch.phase {
+                *p = probe;
+            }
+        } else {
+            self.move_watch(index, now);
+        }
     }
 
     fn watch_backoff(&mut self, resume: Resume, now: Instant) {
@@ -129,13 +181,28 @@ impl Lock {
     pub(crate) fn watch_timers(&mut self, now: Instant) {
         match self.watch.phase {
             Phase::Reading { request, deadline } if deadline <= now => {
-                self.cancel_request(request);
-                self.next_endpoint();
+                self.request_timed_out(request, now);
                 self.watch_backoff(Resume::Read, now);
             }
             Phase::Backoff { until, resume } if until <= now => match resume {
                 Resume::Read => self.start_read(now),
-                Resume::Watch(index) => self.start_watch(index),
+                Resume::Watch(index) => self.start_watch(index, now),
+            },
+            Phase::Waiting {
+                index, mut probe, ..
+            } => match probe.due(now) {
+                Due::Nothing => {}
+                Due::Send => {
+                    let request = self.send(probe.member, wire::read);
+                    probe.sent(request, &self.config, now);
+                    if let Phase::Waiting { probe: p, .. } = &mut self.watch.phase {
+                        *p = probe;
+                    }
+                }
+                Due::Expired(request) => {
+                    self.request_timed_out(request, now);
+                    self.move_watch(index, now);
+                }
             },
             _ => {}
         }
@@ -149,7 +216,16 @@ impl Lock {
     ) {
         match self.watch.phase {
             Phase::Reading { request, .. } if request == id => self.on_read(reply, now),
-            Phase::Waiting { request, index } if request == id => self.on_poll(index, reply, now),
+            Phase::Waiting {
+                request,
+                index,
+                probe,
+            } if request == id => {
+                if let Some(probe) = probe.request() {
+                    self.cancel_request(probe); // the member answered: no need to ask
+                }
+                self.on_poll(index, reply, now)
+            }
             _ => {}
         }
     }
@@ -199,7 +275,7 @@ impl Lock {
                 }
             }
         }
-        self.start_watch(index.saturating_add(1));
+        self.start_watch(index.saturating_add(1), now);
     }
 
     /// The answer to a long poll: one event, an empty close, or an error.
@@ -237,7 +313,7 @@ impl Lock {
                     _ => {}
                 }
                 self.watch.reset_retry(&self.config);
-                self.start_watch(modified.max(index).saturating_add(1));
+                self.start_watch(modified.max(index).saturating_add(1), now);
             }
             // The member ended the long poll without an event: ask again from the same index.
             Ok(Reply::Empty) => self.watch_backoff(Resume::Watch(index), now),

@@ -212,6 +212,12 @@ impl KeyState {
 }
 
 impl Reply {
+    /// Whether the member failed rather than answered about the key: a 5xx, such as etcd's
+    /// `500 {"errorCode":300,"message":"Raft Internal Error"}` when it has no leader.
+    pub(crate) fn is_server_failure(&self) -> bool {
+        matches!(self, Reply::Error { status: 500.., .. })
+    }
+
     /// The highest etcd index this answer shows (header, error, nodes); 0 if none.
     pub(crate) fn highest_index(&self) -> u64 {
         let nodes = |a: &Action| {

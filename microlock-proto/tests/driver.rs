@@ -43,6 +43,7 @@ impl Runtime for Record {
     fn publish(&mut self, fence: Option<Fence>) {
         self.published.push(fence);
     }
+    fn sync_members(&mut self, _: &mut Lock) {}
 }
 
 fn driver() -> Driver<Record> {

@@ -83,20 +83,49 @@ fn t0() -> Instant {
     Instant::now()
 }
 
+/// How a test answers a write the machine sends again (failover: a read showed that the first
+/// did not happen, or it was a renew).
+enum Again {
+    /// Never answered: the member hangs, the request times out.
+    Hang,
+    /// A transport failure after sending, with this reason.
+    Fail(&'static str),
+    /// This answer.
+    Answer(Response<Vec<u8>>),
+}
+
 /// Runs `lock` until the command completes, answering each quorum read (the resolution of a
-/// lost answer) with `read()` — a response, or `None` for a transport failure — and jumping
-/// time to every timer. Panics on a stall.
+/// lost answer) with `read()` — a response, or `None` for a transport failure — leaving every
+/// write sent again unanswered (a hung member: it times out), and jumping time to every timer.
+/// Panics on a stall.
 fn settle(
     lock: &mut Lock,
     now: &mut Instant,
     read: impl Fn() -> Option<Response<Vec<u8>>>,
 ) -> Completion {
-    for _ in 0..100 {
+    settle_with(lock, now, read, || Again::Hang)
+}
+
+/// [`settle`], answering writes sent again with `write()`.
+fn settle_with(
+    lock: &mut Lock,
+    now: &mut Instant,
+    read: impl Fn() -> Option<Response<Vec<u8>>>,
+    write: impl Fn() -> Again,
+) -> Completion {
+    for _ in 0..500 {
         if let Some(done) = lock.poll_completion() {
             return done;
         }
         if let Some((id, request)) = lock.poll_request() {
-            assert_eq!(request.method(), "GET", "only reads while settling");
+            if request.method() != "GET" {
+                match write() {
+                    Again::Hang => {}
+                    Again::Fail(reason) => lock.handle_transport_error(id, reason, *now),
+                    Again::Answer(response) => lock.handle_response(id, response, *now),
+                }
+                continue;
+            }
             assert_eq!(request.uri().query(), Some("quorum=true"));
             match read() {
                 Some(response) => lock.handle_response(id, response, *now),
@@ -109,7 +138,7 @@ fn settle(
             panic!("stalled: no request, no timer, no completion");
         }
     }
-    panic!("no completion after 100 steps")
+    panic!("no completion after 500 steps")
 }
 
 fn absent() -> Option<Response<Vec<u8>>> {
@@ -335,7 +364,11 @@ fn watching(read: Fixture) -> (Lock, RequestId, String) {
     assert!(lock.poll_timeout().is_some(), "the read has a deadline");
     lock.handle_response(id, read.response, now);
     let (watch, request) = lock.poll_request().expect("a watch");
-    assert_eq!(lock.poll_timeout(), None, "a watch has no deadline");
+    assert_eq!(
+        lock.poll_timeout(),
+        Some(now + lock.config().watch_liveness() / 2),
+        "a watch has no deadline, only its member's liveness probe"
+    );
     (lock, watch, request.uri().query().unwrap().to_owned())
 }
 
@@ -516,7 +549,12 @@ fn transport_errors_are_never_contention() {
         let (id, _) = lock.poll_request().unwrap();
         lock.handle_transport_error(id, "connection refused", now);
         // etcd stays unreachable: the outcome cannot be settled, the failure is reported.
-        let done = settle(&mut lock, &mut now, || None);
+        let done = settle_with(
+            &mut lock,
+            &mut now,
+            || None,
+            || Again::Fail("connection refused"),
+        );
         assert_eq!(
             done.result,
             Err(Error::Transport {
@@ -740,10 +778,19 @@ fn malformed_answers_are_protocol_errors() {
             r = r.header(*h, *v);
         }
         let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
-        lock.handle_response(id, r.body(body).unwrap(), now);
+        let garbled = || {
+            let mut r = Response::builder().status(status);
+            for (h, v) in &headers {
+                r = r.header(*h, *v);
+            }
+            r.body(body.clone()).unwrap()
+        };
+        lock.handle_response(id, garbled(), now);
         let mut now = now;
-        // A garbled answer leaves the outcome unknown: settled by a read (the key is absent).
-        let result = settle(&mut lock, &mut now, absent).result;
+        // A garbled answer leaves the outcome unknown: settled by a read (the key is absent), the
+        // lock is sent again (to the next member: here the same one, garbling again) until the
+        // budget is spent.
+        let result = settle_with(&mut lock, &mut now, absent, || Again::Answer(garbled())).result;
         assert!(
             matches!(result, Err(Error::Protocol { .. })),
             "{status} {shown:?}: {result:?}"
@@ -915,39 +962,86 @@ fn lost_unlock_answers_are_settled() {
         Ok(Outcome::Unlocked)
     );
 
-    // Still ours: the unlock did not happen, the failure is reported.
+    // Still ours: the unlock did not happen. It is sent again, pinned to the hold's index,
+    // and its own answer ends it.
     let mut lock = Lock::new(config_k());
     locked(&mut lock, now, 7);
     lock.unlock(now);
     let (id, _) = one(&mut lock);
     lock.handle_transport_error(id, "reset", now);
-    let done = settle(&mut lock, &mut now, || present("k", "n", 7, 7));
+    lock.handle_timeout(now);
+    let (read, request) = one(&mut lock);
+    assert_eq!(request.uri().query(), Some("quorum=true"));
+    lock.handle_response(read, present("k", "n", 7, 8).unwrap(), now);
+    let (id, request) = one(&mut lock);
+    assert_eq!(request.method(), "DELETE");
+    assert_eq!(request.uri().query(), Some("prevValue=n&prevIndex=8"));
+    lock.handle_response(id, fixture("etcd-3.4", "unlock_ok").response, now);
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Unlocked)
+    );
+
+    // Still ours, and every attempt fails: the last failure, once the budget is spent.
+    let mut lock = Lock::new(config_k());
+    let t = now;
+    locked(&mut lock, now, 7);
+    lock.unlock(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle_with(
+        &mut lock,
+        &mut now,
+        || present("k", "n", 7, 7),
+        || Again::Fail("reset"),
+    );
     assert!(matches!(done.result, Err(Error::Transport { .. })));
+    let budget = config_k().operation_timeout();
+    assert!(now >= t + budget / 2 && now <= t + budget, "{:?}", now - t);
 }
 
 #[test]
 fn lost_renew_answers_are_settled() {
-    // Still ours: whether this refresh or an earlier delayed one moved it cannot be told, so
-    // the old lease stands and the failure is reported (auto-renew tries again).
-    for modified in [7, 8] {
-        let mut lock = Lock::new(config_k());
-        let t = t0();
-        locked(&mut lock, t, 7);
-        let before = lock.fence().unwrap();
-        let mut now = t + Duration::from_secs(2);
-        lock.renew(now);
-        let (id, _) = one(&mut lock);
-        lock.handle_transport_error(id, "reset", now);
-        let done = settle(&mut lock, &mut now, || present("k", "n", 7, modified));
-        assert!(
-            matches!(done.result, Err(Error::Transport { .. })),
-            "{:?}",
-            done.result
-        );
-        assert_eq!(lock.fence(), Some(before), "not extended");
-    }
+    // A renew whose answer was lost is simply sent again (to the next member): whether the lost
+    // one went through cannot be told, so only the new answer counts, from its own send time.
+    let mut lock = Lock::new(config_k());
+    let t = t0();
+    locked(&mut lock, t, 7);
+    let before = lock.fence().unwrap();
+    let now = t + Duration::from_secs(2);
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    assert_eq!(lock.fence(), Some(before), "not extended by a lost answer");
+    let later = now + Duration::from_millis(10);
+    lock.handle_timeout(later);
+    let (id, request) = one(&mut lock);
+    assert_eq!(request.method(), "PUT", "the renew again, no read first");
+    lock.handle_response(id, renewed(9), later);
+    let fence = lock.fence().unwrap();
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Renewed(fence))
+    );
+    assert_eq!(fence.valid_until(), now + Duration::from_millis(4500));
 
-    // Gone: not ours any more, and the hold is lost.
+    // Every attempt lost: the old lease stands (it runs out), the last failure is reported
+    // once the budget is spent.
+    let mut lock = Lock::new(config_k());
+    locked(&mut lock, t, 7);
+    let mut now = t + Duration::from_secs(2);
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_transport_error(id, "reset", now);
+    let done = settle_with(&mut lock, &mut now, absent, || Again::Fail("reset"));
+    assert!(
+        matches!(done.result, Err(Error::Transport { .. })),
+        "{:?}",
+        done.result
+    );
+    assert!(lock.fence().map_or(true, |f| f == before), "never extended");
+
+    // Gone: the renew sent again says not ours any more, and the hold is lost.
     let mut lock = Lock::new(config_k());
     let t = t0();
     locked(&mut lock, t, 7);
@@ -955,7 +1049,9 @@ fn lost_renew_answers_are_settled() {
     lock.renew(now);
     let (id, _) = one(&mut lock);
     lock.handle_transport_error(id, "reset", now);
-    let done = settle(&mut lock, &mut now, absent);
+    let done = settle_with(&mut lock, &mut now, absent, || {
+        Again::Answer(fixture("etcd-3.4", "renew_missing").response)
+    });
     assert!(matches!(done.result, Err(Error::LockNotOwned { .. })));
     assert_eq!(
         lock.poll_event(),
@@ -1003,8 +1099,8 @@ fn acquire_waits_for_the_release_then_takes_the_lock() {
         assert_eq!(watch.uri().query(), Some("wait=true&waitIndex=11"));
         assert_eq!(
             lock.poll_timeout(),
-            None,
-            "waiting is not polling: no timer"
+            Some(t + lock.config().watch_liveness() / 2),
+            "waiting is not polling: only the liveness probe of the watch's member"
         );
         // Someone else's renewal-free rewrite: keep waiting after it.
         lock.handle_response(id, event("compareAndSwap", 12, 5), t);

@@ -1,28 +1,32 @@
 //! The driver task: tokio channels, tasks and one timer around the shared
 //! [`microlock_proto::driver::Driver`].
 
-use microlock_proto::driver::{Command as DriverCommand, Driver, Flow, Runtime};
+use microlock_proto::driver::{Command as DriverCommand, Driver, Failure, Flow, Runtime};
 use microlock_proto::http::{Request, Response};
 use std::sync::{Arc, Mutex};
 
-use microlock_proto::{Error, Event, Fence, Lock, Outcome, RequestId};
+use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::http_client::HttpClient;
 
-type Done = (RequestId, Result<Response<Vec<u8>>, String>);
+type Done = (RequestId, Result<Response<Vec<u8>>, Failure>);
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, Error>>;
 pub(crate) type Command = DriverCommand<Reply, mpsc::UnboundedSender<Event>>;
 
 /// The current hold, shared with the public handles for their synchronous getters.
 pub(crate) type Shared = Arc<Mutex<Option<Fence>>>;
 
+/// The members' health, shared by the locks of one `Etcd`.
+pub(crate) type SharedMembers = Arc<Mutex<Members>>;
+
 struct Tokio {
     client: HttpClient,
     done: mpsc::UnboundedSender<Done>,
     shared: Shared,
+    members: SharedMembers,
 }
 
 impl Runtime for Tokio {
@@ -61,6 +65,10 @@ impl Runtime for Tokio {
     fn publish(&mut self, fence: Option<Fence>) {
         *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = fence;
     }
+
+    fn sync_members(&mut self, lock: &mut Lock) {
+        lock.sync_members(&mut self.members.lock().unwrap_or_else(|e| e.into_inner()));
+    }
 }
 
 fn now() -> std::time::Instant {
@@ -70,6 +78,7 @@ fn now() -> std::time::Instant {
 pub(crate) async fn run(
     lock: Lock,
     client: HttpClient,
+    members: SharedMembers,
     shared: Shared,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -78,6 +87,7 @@ pub(crate) async fn run(
         client,
         done,
         shared,
+        members,
     };
     let mut driver = Driver::new(lock);
     let mut flow = Flow::Continue(None);

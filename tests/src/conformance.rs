@@ -929,25 +929,30 @@ macro_rules! conformance_suite {
                 a.unlock().await.unwrap();
                 assert_unlocked(&next_event(&mut events).await, "node-a", false);
 
-                // Lose a follower listed first: the client fails over to the next member.
+                // Lose a follower listed first: the client fails over to the next member, and
+                // the caller never hears of it.
                 let victim = (0..3)
                     .find(|&i| !inspect::is_leader(&urls[i]))
                     .expect("a follower");
                 let mut order: Vec<String> = vec![urls[victim].clone()];
                 order.extend((0..3).filter(|&i| i != victim).map(|i| urls[i].clone()));
-                let c = Microlock::new(&Etcd::new(order).unwrap(), &key, "node-c", TTL).unwrap();
+                let etcd_c = Etcd::new(order).unwrap();
+                let c = Microlock::new(&etcd_c, &key, "node-c", TTL).unwrap();
                 cluster.members[victim].stop();
-                match c.lock().await {
-                    Err(Error::Transport { .. }) => {}
-                    other => panic!("a dead member is a transport error, got {other:?}"),
-                }
                 let fence_c = c
                     .lock()
                     .await
-                    .expect("the next request goes to a live member");
+                    .expect("a dead member is skipped: the lock goes to a live one");
                 assert!(fence_c.token() > fence.token());
                 let survivor = urls[(victim + 1) % 3].clone();
                 assert_eq!(inspect::value(&survivor, &key).as_deref(), Some("node-c"));
+                // The dead member is remembered: every lock of the handle skips it.
+                let members = etcd_c.members();
+                assert!(members.failures(0) > 0, "{members:?}");
+                let d = Microlock::new(&etcd_c, &key, "node-d", TTL).unwrap();
+                assert!(matches!(d.lock().await, Err(Error::AlreadyLocked { .. })));
+                c.unlock().await.expect("released through a live member");
+                assert_eq!(inspect::value(&survivor, &key), None);
             }
         }
     };

@@ -1,0 +1,262 @@
+//! Which etcd member a request goes to: what this client knows of each member's health.
+//!
+//! A member that fails a request (refuses the connection, does not answer in time, answers
+//! 5xx such as etcd's "Raft Internal Error") is skipped for a back-off that doubles with each
+//! consecutive failure; when the back-off is over it is used again when its turn comes, and
+//! the first answer from it clears its record. Requests stick to one member while it works,
+//! so a healthy cluster sees one connection per client.
+//!
+//! The value is plain data with time as an argument, so the locks of one `Etcd` share it
+//! without sharing anything else: each lock keeps its own copy and the adapter merges it with
+//! the shared one ([`Members::sync`]) around every input, newest observation winning.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Endpoint;
+
+/// The first back-off of a member that failed.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// The longest back-off.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// What is known of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Health {
+    /// Consecutive failures (0: healthy or never used).
+    failures: u32,
+    /// Skipped until then, after a failure.
+    down_until: Option<Instant>,
+    /// When this record last changed (for merging two views).
+    updated: Option<Instant>,
+}
+
+/// The etcd members of a cluster and what this client knows of their health.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use microlock_proto::{Endpoint, Members};
+///
+/// fn failover(now: Instant) -> Result<(), microlock_proto::Error> {
+///     let mut members = Members::new(Endpoint::parse_all(["http://m0:2379,http://m1:2379"])?);
+///     assert_eq!(members.pick(now), 0);
+///     members.failed(0, now); // m0 refused a connection: the next request goes to m1
+///     assert_eq!(members.pick(now), 1);
+///     assert!(members.is_down(0, now));
+///     assert!(!members.is_down(0, now + Duration::from_secs(1))); // back-off over: usable again
+///     Ok(())
+/// }
+/// # failover(Instant::now()).unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    endpoints: Vec<Endpoint>,
+    health: Vec<Health>,
+    /// The member requests go to while it works.
+    preferred: usize,
+    preferred_updated: Option<Instant>,
+}
+
+impl Members {
+    /// The members at these client URLs (at least one; [`Endpoint::parse_all`] guarantees it).
+    /// Requests start at the first.
+    pub fn new(endpoints: Vec<Endpoint>) -> Members {
+        let endpoints = if endpoints.is_empty() {
+            vec![Endpoint::default()]
+        } else {
+            endpoints
+        };
+        Members {
+            health: vec![Health::default(); endpoints.len()],
+            endpoints,
+            preferred: 0,
+            preferred_updated: None,
+        }
+    }
+
+    // ----- getters -------------------------------------------------------------------------
+
+    /// The client URLs, in the order given.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Always false: there is at least one member.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Member `member`'s client URL (`member` is taken modulo [`len`](Members::len)).
+    pub fn endpoint(&self, member: usize) -> &Endpoint {
+        &self.endpoints[member % self.endpoints.len()]
+    }
+
+    /// Whether `member` is being skipped at `now` after failing.
+    pub fn is_down(&self, member: usize, now: Instant) -> bool {
+        self.health
+            .get(member)
+            .and_then(|h| h.down_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Consecutive failures of `member` (0: healthy, or never used).
+    pub fn failures(&self, member: usize) -> u32 {
+        self.health.get(member).map_or(0, |h| h.failures)
+    }
+
+    /// The member the next request should go to: the preferred one if it is not down, else
+    /// the next one that is not, else (every member down) the one whose back-off ends first.
+    pub fn pick(&self, now: Instant) -> usize {
+        self.pick_avoiding(None, now)
+    }
+
+    /// Like [`pick`](Members::pick), but not `avoid` if any other member is up (a read that
+    /// settles what a member did goes to another one).
+    pub fn pick_avoiding(&self, avoid: Option<usize>, now: Instant) -> usize {
+        let n = self.endpoints.len();
+        let order = (0..n).map(|i| (self.preferred + i) % n);
+        if let Some(up) = order
+            .clone()
+            .find(|&m| Some(m) != avoid && !self.is_down(m, now))
+        {
+            return up;
+        }
+        if avoid.is_some_and(|a| !self.is_down(a, now)) {
+            return avoid.unwrap_or(0);
+        }
+        // Every member is down: the one back soonest (then the preferred order).
+        order
+            .min_by_key(|&m| (self.health[m].down_until, Some(m) == avoid))
+            .unwrap_or(0)
+    }
+
+    /// When the first member's back-off ends, if every member is down at `now`.
+    pub fn all_down_until(&self, now: Instant) -> Option<Instant> {
+        if (0..self.len()).any(|m| !self.is_down(m, now)) {
+            return None;
+        }
+        self.health.iter().filter_map(|h| h.down_until).min()
+    }
+
+    // ----- observations --------------------------------------------------------------------
+
+    /// `member` failed a request at `now`: skip it for a back-off (doubling with each
+    /// consecutive failure, from 0.5 s to 10 s), and prefer the next member.
+    pub fn failed(&mut self, member: usize, now: Instant) {
+        let Some(health) = self.health.get_mut(member) else {
+            return;
+        };
+        health.failures = health.failures.saturating_add(1);
+        let backoff = BACKOFF_MIN
+            .saturating_mul(1 << (health.failures - 1).min(8))
+            .min(BACKOFF_MAX);
+        health.down_until = Some(now + backoff);
+        health.updated = Some(now);
+        if self.preferred == member {
+            self.preferred = (member + 1) % self.endpoints.len();
+            self.preferred_updated = Some(now);
+        }
+    }
+
+    /// `member` answered at `now` (any answer from etcd itself, even an error about the key):
+    /// it is healthy.
+    pub fn succeeded(&mut self, member: usize, now: Instant) {
+        let Some(health) = self.health.get_mut(member) else {
+            return;
+        };
+        if health.failures != 0 || health.down_until.is_some() {
+            *health = Health {
+                failures: 0,
+                down_until: None,
+                updated: Some(now),
+            };
+        }
+    }
+
+    /// Merges two views of the same cluster (e.g. a lock's and the one its `Etcd` shares):
+    /// for each member the newer record wins, and so does the newer preferred member. Both
+    /// end up equal. Views of different endpoint lists are left alone.
+    pub fn sync(&mut self, other: &mut Members) {
+        if self.endpoints != other.endpoints {
+            return;
+        }
+        for (mine, theirs) in self.health.iter_mut().zip(other.health.iter_mut()) {
+            if theirs.updated > mine.updated {
+                *mine = *theirs;
+            } else {
+                *theirs = *mine;
+            }
+        }
+        if other.preferred_updated > self.preferred_updated {
+            self.preferred = other.preferred;
+            self.preferred_updated = other.preferred_updated;
+        } else {
+            other.preferred = self.preferred;
+            other.preferred_updated = self.preferred_updated;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Members {
+        Members::new(Endpoint::parse_all(["m0:1,m1:1,m2:1"]).unwrap())
+    }
+
+    #[test]
+    fn sticks_to_a_working_member_and_moves_on_failure() {
+        let now = Instant::now();
+        let mut m = three();
+        assert_eq!(m.pick(now), 0);
+        m.succeeded(0, now);
+        assert_eq!(m.pick(now), 0);
+        m.failed(0, now);
+        assert_eq!(m.pick(now), 1);
+        assert_eq!(m.pick_avoiding(Some(1), now), 2);
+        m.failed(1, now);
+        m.failed(2, now);
+        // All down: the one back soonest.
+        assert_eq!(m.pick(now), 0);
+        assert_eq!(m.all_down_until(now), Some(now + BACKOFF_MIN));
+        m.succeeded(1, now);
+        assert_eq!(m.pick(now), 1);
+        assert_eq!(m.all_down_until(now), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        let now = Instant::now();
+        let mut m = three();
+        for _ in 0..3 {
+            m.failed(0, now);
+        }
+        assert!(m.is_down(0, now + BACKOFF_MIN * 3));
+        assert!(!m.is_down(0, now + BACKOFF_MIN * 4));
+        for _ in 0..40 {
+            m.failed(0, now);
+        }
+        assert!(!m.is_down(0, now + BACKOFF_MAX));
+    }
+
+    #[test]
+    fn sync_keeps_the_newest_record() {
+        let t = Instant::now();
+        let mut a = three();
+        let mut b = three();
+        a.failed(0, t);
+        b.failed(1, t + Duration::from_millis(1));
+        a.sync(&mut b);
+        assert_eq!(a, b);
+        assert!(a.is_down(0, t) && a.is_down(1, t + Duration::from_millis(1)));
+        assert_eq!(a.pick(t + Duration::from_millis(1)), 2);
+        b.succeeded(0, t + Duration::from_millis(2));
+        b.sync(&mut a);
+        assert!(!a.is_down(0, t + Duration::from_millis(2)));
+    }
+}
