@@ -66,6 +66,7 @@ pub struct Etcd {
     endpoints: Vec<Endpoint>,
     members: SharedMembers,
     client: HttpClient,
+    discovery: bool,
 }
 
 impl Etcd {
@@ -91,7 +92,22 @@ impl Etcd {
             members: SharedMembers::new(std::sync::Mutex::new(Members::new(endpoints.clone()))),
             endpoints,
             client: HttpClient::new(),
+            discovery: false,
         }
+    }
+
+    /// Member discovery: the locks of this handle also use every member the cluster names
+    /// (`GET /v2/members`, asked when a lock is first used, then every minute), so one given
+    /// endpoint of many is enough for failover. See [`Config::with_member_discovery`].
+    ///
+    /// ```
+    /// # use microlock_async_std::Etcd;
+    /// let etcd = Etcd::new(["http://etcd-1.example:2379"])?.with_member_discovery(true);
+    /// # Ok::<(), microlock_async_std::Error>(())
+    /// ```
+    pub fn with_member_discovery(mut self, on: bool) -> Etcd {
+        self.discovery = on;
+        self
     }
 
     /// The client URLs.
@@ -150,7 +166,10 @@ impl Microlock {
     /// # Ok(()) }
     /// ```
     pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
-        let config = config.with_endpoints(etcd.endpoints.clone())?;
+        let discovery = config.member_discovery() || etcd.discovery;
+        let config = config
+            .with_endpoints(etcd.endpoints.clone())?
+            .with_member_discovery(discovery);
         let (inputs, receiver) = channel::unbounded();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();

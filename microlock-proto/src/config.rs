@@ -350,6 +350,7 @@ pub struct Config {
     watch_retry_min: Duration,
     watch_retry_max: Duration,
     auto_renew: bool,
+    member_discovery: bool,
     renew_interval: Option<Duration>,
     acquire_jitter: Duration,
     seed: Option<u64>,
@@ -372,6 +373,7 @@ impl Config {
             watch_retry_min: Duration::from_millis(50),
             watch_retry_max: Duration::from_secs(2),
             auto_renew: false,
+            member_discovery: false,
             renew_interval: None,
             acquire_jitter: Duration::from_millis(10),
             seed: None,
@@ -439,6 +441,19 @@ impl Config {
     pub fn with_auto_renew(mut self, on: bool) -> Config {
         self.auto_renew = on;
         self
+    }
+
+    /// Member discovery: also use every member the cluster names (`GET /v2/members`, asked
+    /// when the lock is first used and then every minute), not only the endpoints given —
+    /// so that one given endpoint of many is enough for failover. Off by default.
+    pub fn with_member_discovery(mut self, on: bool) -> Config {
+        self.member_discovery = on;
+        self
+    }
+
+    /// Whether member discovery is on.
+    pub fn member_discovery(&self) -> bool {
+        self.member_discovery
     }
 
     /// How often auto-renew refreshes the lease, counted from the send time of the last

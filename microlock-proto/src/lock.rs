@@ -114,6 +114,8 @@ pub struct Lock {
     pub(crate) members: Members,
     /// The member of each request in flight.
     in_flight: BTreeMap<RequestId, usize>,
+    /// Member discovery's request in flight, and its deadline.
+    discovery: Option<(RequestId, Instant)>,
     next_request: u64,
     next_op: u64,
     pub(crate) queue: VecDeque<Queued>,
@@ -144,6 +146,7 @@ impl Lock {
             watch: Watch::new(&config),
             members: Members::new(config.endpoints().to_vec()),
             in_flight: BTreeMap::new(),
+            discovery: None,
             config,
             now: None,
             next_request: 0,
@@ -320,6 +323,9 @@ impl Lock {
         self.destroyed = true;
         self.lose(LostReason::Destroyed);
         self.stop_watch();
+        if let Some((request, _)) = self.discovery.take() {
+            self.cancel_request(request);
+        }
         self.watch.wanted = false;
         self.renew_at = None;
         self.auto_renew = false;
@@ -345,6 +351,9 @@ impl Lock {
     /// machine no longer waits for (cancelled, timed out) are ignored.
     pub fn handle_response(&mut self, id: RequestId, response: Response<Vec<u8>>, now: Instant) {
         let now = self.tick(now);
+        if self.discovery.is_some_and(|(request, _)| request == id) {
+            return self.on_discovery(id, &response, now);
+        }
         let reply = wire::parse(&response);
         self.dispatch(id, reply, true, now);
     }
@@ -396,6 +405,12 @@ impl Lock {
     }
 
     fn timers_once(&mut self, now: Instant) {
+        if let Some((request, deadline)) = self.discovery {
+            if deadline <= now {
+                self.discovery = None;
+                self.request_timed_out(request, now);
+            }
+        }
         if self.held.is_some_and(|h| h.fence.valid_until <= now) {
             self.lose(LostReason::Expired);
         }
@@ -438,6 +453,7 @@ impl Lock {
             self.watch.timer(),
             self.held.map(|h| h.fence.valid_until),
             self.renew_at,
+            self.discovery.map(|(_, deadline)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -472,6 +488,36 @@ impl Lock {
     /// The member the next request goes to.
     pub(crate) fn pick(&self, now: Instant) -> usize {
         self.members.pick(now)
+    }
+
+    /// Asks the cluster for its members, when discovery is on and due.
+    pub(crate) fn discover(&mut self, now: Instant) {
+        if !self.config.member_discovery()
+            || self.discovery.is_some()
+            || !self.members.discovery_due(now)
+        {
+            return;
+        }
+        self.members.discovery_asked(now);
+        let request = self.send(self.pick(now), |e, _| wire::members(e));
+        self.discovery = Some((request, now + self.config.request_timeout()));
+    }
+
+    /// The answer to member discovery: new members are added (a failed answer is not retried
+    /// before the next interval).
+    fn on_discovery(&mut self, id: RequestId, response: &Response<Vec<u8>>, now: Instant) {
+        self.discovery = None;
+        let Some(member) = self.in_flight.remove(&id) else {
+            return;
+        };
+        match wire::parse_members(response) {
+            Some(endpoints) => {
+                self.members.succeeded(member, now);
+                self.members.learn(endpoints);
+            }
+            None if response.status().is_server_error() => self.members.failed(member, now),
+            None => {}
+        }
     }
 
     pub(crate) fn cancel_request(&mut self, id: RequestId) {
@@ -522,6 +568,11 @@ impl Lock {
         let Some(member) = self.in_flight.remove(&id) else {
             return; // a stale answer to a request given up on
         };
+        if self.discovery.is_some_and(|(request, _)| request == id) {
+            self.discovery = None; // member discovery failed in transport
+            self.members.failed(member, now);
+            return;
+        }
         match &reply {
             Ok(reply) => {
                 self.seen_index = self.seen_index.max(reply.highest_index());

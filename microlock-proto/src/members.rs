@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::Endpoint;
 
+/// How often member discovery (when on) asks the cluster for its members again.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+/// The most members a cluster may name in discovery (more are ignored: a hostile or broken
+/// answer cannot make a client track unbounded endpoints).
+pub const MAX_DISCOVERED: usize = 32;
+
 /// The first back-off of a member that failed.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// The longest back-off.
@@ -54,6 +60,8 @@ pub struct Members {
     /// The member requests go to while it works.
     preferred: usize,
     preferred_updated: Option<Instant>,
+    /// When member discovery last asked (see [`discovery_due`](Members::discovery_due)).
+    discovery_sent: Option<Instant>,
 }
 
 impl Members {
@@ -70,6 +78,7 @@ impl Members {
             endpoints,
             preferred: 0,
             preferred_updated: None,
+            discovery_sent: None,
         }
     }
 
@@ -142,7 +151,34 @@ impl Members {
         self.health.iter().filter_map(|h| h.down_until).min()
     }
 
+    /// Whether member discovery should ask the cluster for its members at `now`: never asked,
+    /// or last asked [`DISCOVERY_INTERVAL`] ago.
+    pub fn discovery_due(&self, now: Instant) -> bool {
+        self.discovery_sent
+            .map_or(true, |at| now >= at + DISCOVERY_INTERVAL)
+    }
+
     // ----- observations --------------------------------------------------------------------
+
+    /// Member discovery asked at `now` (whatever the answer, not again for an interval).
+    pub fn discovery_asked(&mut self, now: Instant) {
+        self.discovery_sent = Some(now);
+    }
+
+    /// The cluster named these client URLs: the ones not known yet are added (healthy, after
+    /// the known ones), up to [`MAX_DISCOVERED`] members in all. Members are never removed:
+    /// one that left the cluster fails and is skipped.
+    pub fn learn(&mut self, endpoints: impl IntoIterator<Item = Endpoint>) {
+        for endpoint in endpoints {
+            if self.endpoints.len() >= MAX_DISCOVERED {
+                return;
+            }
+            if !self.endpoints.contains(&endpoint) {
+                self.endpoints.push(endpoint);
+                self.health.push(Health::default());
+            }
+        }
+    }
 
     /// `member` failed a request at `now`: skip it for a back-off (doubling with each
     /// consecutive failure, from 0.5 s to 10 s), and prefer the next member.
@@ -178,26 +214,29 @@ impl Members {
     }
 
     /// Merges two views of the same cluster (e.g. a lock's and the one its `Etcd` shares):
-    /// for each member the newer record wins, and so does the newer preferred member. Both
-    /// end up equal. Views of different endpoint lists are left alone.
+    /// members either knows are kept (this view's order first), for each member the newer
+    /// record wins, and so does the newer preferred member. Both end up equal.
     pub fn sync(&mut self, other: &mut Members) {
-        if self.endpoints != other.endpoints {
+        if self.endpoints == other.endpoints && self == other {
             return;
         }
-        for (mine, theirs) in self.health.iter_mut().zip(other.health.iter_mut()) {
-            if theirs.updated > mine.updated {
-                *mine = *theirs;
-            } else {
-                *theirs = *mine;
+        self.learn(other.endpoints.clone());
+        for (endpoint, theirs) in other.endpoints.iter().zip(&other.health) {
+            if let Some(i) = self.endpoints.iter().position(|e| e == endpoint) {
+                if theirs.updated > self.health[i].updated {
+                    self.health[i] = *theirs;
+                }
             }
         }
         if other.preferred_updated > self.preferred_updated {
-            self.preferred = other.preferred;
-            self.preferred_updated = other.preferred_updated;
-        } else {
-            other.preferred = self.preferred;
-            other.preferred_updated = self.preferred_updated;
+            let preferred = other.endpoint(other.preferred);
+            if let Some(i) = self.endpoints.iter().position(|e| e == preferred) {
+                self.preferred = i;
+                self.preferred_updated = other.preferred_updated;
+            }
         }
+        self.discovery_sent = self.discovery_sent.max(other.discovery_sent);
+        *other = self.clone();
     }
 }
 
@@ -242,6 +281,29 @@ mod tests {
             m.failed(0, now);
         }
         assert!(!m.is_down(0, now + BACKOFF_MAX));
+    }
+
+    #[test]
+    fn discovered_members_are_added_and_shared() {
+        let t = Instant::now();
+        let mut a = Members::new(Endpoint::parse_all(["m0:1"]).unwrap());
+        let mut b = a.clone();
+        assert!(a.discovery_due(t));
+        a.discovery_asked(t);
+        a.learn(Endpoint::parse_all(["m0:1,m1:1,m2:1"]).unwrap());
+        assert_eq!(a.len(), 3);
+        a.failed(0, t);
+        b.sync(&mut a);
+        assert_eq!(a, b);
+        assert_eq!(b.pick(t), 1);
+        assert!(!b.discovery_due(t + Duration::from_secs(1)));
+        assert!(b.discovery_due(t + DISCOVERY_INTERVAL));
+        // Bounded, whatever the cluster says.
+        let many: Vec<Endpoint> = (0..100)
+            .map(|i| Endpoint::parse(&format!("h{i}:1")).unwrap())
+            .collect();
+        b.learn(many);
+        assert_eq!(b.len(), MAX_DISCOVERED);
     }
 
     #[test]

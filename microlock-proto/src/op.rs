@@ -202,6 +202,7 @@ impl Lock {
             let Some(queued) = self.queue.pop_front() else {
                 return;
             };
+            self.discover(now);
             self.running = Some(Running {
                 op: queued.op,
                 kind: queued.kind,

@@ -121,6 +121,7 @@ impl Lock {
     }
 
     pub(crate) fn start_read(&mut self, now: Instant) {
+        self.discover(now);
         let request = self.send(self.pick(now), wire::read);
         self.watch.phase = Phase::Reading {
             request,

@@ -81,6 +81,42 @@ pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Re
     request(Method::GET, endpoint, config, &query, None)
 }
 
+/// `GET /v2/members`: the cluster's members and their client URLs (member discovery).
+pub(crate) fn members(endpoint: &Endpoint) -> Request<Vec<u8>> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(format!("{}/v2/members", endpoint.as_str()))
+        .body(Vec::new())
+        .expect("a validated endpoint always forms a valid request")
+}
+
+/// The client URLs in an answer to [`members`]: `{"members":[{"clientURLs":[...]},...]}`.
+/// `None` for anything else; URLs this library cannot use are skipped.
+pub(crate) fn parse_members(response: &Response<Vec<u8>>) -> Option<Vec<Endpoint>> {
+    #[derive(Deserialize)]
+    struct Member {
+        #[serde(rename = "clientURLs", default)]
+        client_urls: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Members {
+        members: Vec<Member>,
+    }
+    let body = response.body();
+    if response.status() != 200 || body.len() > MAX_RESPONSE_BYTES {
+        return None;
+    }
+    let members: Members = serde_json::from_slice(body).ok()?;
+    Some(
+        members
+            .members
+            .iter()
+            .flat_map(|m| &m.client_urls)
+            .filter_map(|url| Endpoint::parse(url).ok())
+            .collect(),
+    )
+}
+
 /// A node as etcd describes it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub(crate) struct Node {

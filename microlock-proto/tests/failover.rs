@@ -464,3 +464,55 @@ fn a_waiting_acquire_moves_its_watch_and_goes_for_a_release_its_probe_sees() {
         Ok(Outcome::Acquired(f)) if f.token() == 13
     ));
 }
+
+#[test]
+fn member_discovery_finds_the_other_members_of_one_given_endpoint() {
+    let t = Instant::now();
+    let config = Config::new("k", "n", Duration::from_secs(5))
+        .unwrap()
+        .with_endpoints(Endpoint::parse_all(["m0:2379"]).unwrap())
+        .unwrap()
+        .with_member_discovery(true);
+    let mut lock = Lock::new(config);
+    lock.lock(t);
+    let mut sent: Vec<(RequestId, Request<Vec<u8>>)> =
+        std::iter::from_fn(|| lock.poll_request()).collect();
+    sent.sort_by_key(|(_, r)| r.uri().path().to_owned());
+    let [(write, _), (discovery, ask)] = <[_; 2]>::try_from(sent).unwrap();
+    assert_eq!(ask.uri(), "http://m0:2379/v2/members");
+    let body = r#"{"members":[{"id":"a","name":"m0","peerURLs":["http://m0:2380"],"clientURLs":["http://m0:2379"]},{"id":"b","name":"m1","peerURLs":["http://m1:2380"],"clientURLs":["http://m1:2379"]},{"id":"c","name":"m2","peerURLs":["http://m2:2380"],"clientURLs":["http://m2:2379","https://m2:2379"]},{"id":"d","name":"joining","peerURLs":["http://m3:2380"],"clientURLs":[]}]}"#;
+    lock.handle_response(discovery, json(200, 0, body), t);
+    assert_eq!(lock.members().len(), 3, "{:?}", lock.members());
+    // m0 dies: the request goes to a discovered member.
+    lock.handle_connect_error(write, "connection refused", t);
+    let (id, again) = one(&mut lock);
+    assert_eq!(again.uri().authority().unwrap().as_str(), "m1:2379");
+    lock.handle_response(id, created(9), t);
+    assert!(lock.poll_completion().unwrap().result.is_ok());
+    // Not asked again before the interval.
+    lock.unlock(t + Duration::from_secs(1));
+    assert_eq!(one(&mut lock).1.method(), "DELETE");
+}
+
+#[test]
+fn a_garbled_member_list_changes_nothing() {
+    let t = Instant::now();
+    let config = config().with_member_discovery(true);
+    let mut lock = Lock::new(config);
+    lock.set_watching(true, t);
+    let sent: Vec<(RequestId, Request<Vec<u8>>)> =
+        std::iter::from_fn(|| lock.poll_request()).collect();
+    let (discovery, _) = sent
+        .iter()
+        .find(|(_, r)| r.uri().path() == "/v2/members")
+        .expect("discovery");
+    for body in [
+        r#"{"members":"x"}"#,
+        "[]",
+        "",
+        r#"{"members":[{"clientURLs":["ftp://x"]}]}"#,
+    ] {
+        lock.handle_response(*discovery, json(200, 0, body), t);
+    }
+    assert_eq!(lock.members().len(), 3);
+}

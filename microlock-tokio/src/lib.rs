@@ -58,6 +58,7 @@ pub struct Etcd {
     endpoints: Vec<Endpoint>,
     members: SharedMembers,
     client: HttpClient,
+    discovery: bool,
 }
 
 impl Etcd {
@@ -83,7 +84,22 @@ impl Etcd {
             members: SharedMembers::new(std::sync::Mutex::new(Members::new(endpoints.clone()))),
             endpoints,
             client: HttpClient::new(),
+            discovery: false,
         }
+    }
+
+    /// Member discovery: the locks of this handle also use every member the cluster names
+    /// (`GET /v2/members`, asked when a lock is first used, then every minute), so one given
+    /// endpoint of many is enough for failover. See [`Config::with_member_discovery`].
+    ///
+    /// ```
+    /// # use microlock_tokio::Etcd;
+    /// let etcd = Etcd::new(["http://etcd-1.example:2379"])?.with_member_discovery(true);
+    /// # Ok::<(), microlock_tokio::Error>(())
+    /// ```
+    pub fn with_member_discovery(mut self, on: bool) -> Etcd {
+        self.discovery = on;
+        self
     }
 
     /// The client URLs.
@@ -146,7 +162,10 @@ impl Microlock {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
-        let config = config.with_endpoints(etcd.endpoints.clone())?;
+        let discovery = config.member_discovery() || etcd.discovery;
+        let config = config
+            .with_endpoints(etcd.endpoints.clone())?
+            .with_member_discovery(discovery);
         let (commands, receiver) = mpsc::unbounded_channel();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();

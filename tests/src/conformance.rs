@@ -938,7 +938,19 @@ macro_rules! conformance_suite {
                 order.extend((0..3).filter(|&i| i != victim).map(|i| urls[i].clone()));
                 let etcd_c = Etcd::new(order).unwrap();
                 let c = Microlock::new(&etcd_c, &key, "node-c", TTL).unwrap();
+                // Given only the victim, with member discovery: the cluster names the others.
+                let only_victim = Etcd::new([urls[victim].clone()])
+                    .unwrap()
+                    .with_member_discovery(true);
+                let key_e = unique_key("cluster-discovery");
+                let e = Microlock::new(&only_victim, &key_e, "node-e", TTL).unwrap();
+                e.lock().await.expect("locked through the given member");
+                assert_eq!(only_victim.members().len(), 3, "discovered");
                 cluster.members[victim].stop();
+                e.unlock()
+                    .await
+                    .expect("released through a discovered member");
+                assert_eq!(inspect::value(&urls[(victim + 1) % 3], &key_e), None);
                 let fence_c = c
                     .lock()
                     .await
