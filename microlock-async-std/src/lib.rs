@@ -173,14 +173,16 @@ impl Microlock {
         let (inputs, receiver) = channel::unbounded();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();
-        async_std::task::spawn(driver::run(
+        let span = machine.span().clone();
+        let driver = driver::run(
             machine,
             etcd.client.clone(),
             etcd.members.clone(),
             shared.clone(),
             inputs.clone(),
             receiver,
-        ));
+        );
+        async_std::task::spawn(tracing::Instrument::instrument(driver, span));
         Ok(Microlock {
             inputs,
             config,

@@ -39,6 +39,7 @@ mod event;
 mod liveness;
 mod lock;
 mod members;
+pub mod observe;
 mod op;
 mod rng;
 mod watch;

@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
 use crate::config::{Config, Endpoint};
 use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 use crate::members::Members;
+use crate::observe::{self, Outcome as Seen};
 use crate::op::{Kind, Queued, Running};
 use crate::rng::Rng;
 use crate::watch::Watch;
@@ -112,8 +113,10 @@ pub struct Lock {
     now: Option<Instant>,
     /// Which member each request goes to, and their health.
     pub(crate) members: Members,
-    /// The member of each request in flight.
-    in_flight: BTreeMap<RequestId, usize>,
+    /// The member of each request in flight, and when it was sent.
+    in_flight: BTreeMap<RequestId, (usize, Option<Instant>)>,
+    /// The span of this lock's events (key, node id).
+    span: tracing::Span,
     /// Member discovery's request in flight, and its deadline.
     discovery: Option<(RequestId, Instant)>,
     next_request: u64,
@@ -147,6 +150,11 @@ impl Lock {
             members: Members::new(config.endpoints().to_vec()),
             in_flight: BTreeMap::new(),
             discovery: None,
+            span: tracing::info_span!(
+                "microlock",
+                key = %config.key(),
+                node_id = %config.node_id()
+            ),
             config,
             now: None,
             next_request: 0,
@@ -189,6 +197,13 @@ impl Lock {
     /// [`sync_members`](Lock::sync_members)).
     pub fn members(&self) -> &Members {
         &self.members
+    }
+
+    /// The `tracing` span of this lock's events (named `microlock`, with its `key` and
+    /// `node_id`): an adapter enters it around its driver, so that a subscriber can filter one
+    /// lock. See [`observe`](crate::observe).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Whether auto-renew is on.
@@ -480,9 +495,34 @@ impl Lock {
         let request = build(self.members.endpoint(member), &self.config);
         self.next_request += 1;
         let id = RequestId(self.next_request);
+        let path = request.uri().path_and_query().map_or("", |p| p.as_str());
+        let endpoint = self.members.endpoint(member).as_str();
+        observe::sent(id, endpoint, request.method().as_str(), path);
         self.requests.push_back((id, request));
-        self.in_flight.insert(id, member);
+        self.in_flight.insert(id, (member, self.now));
         id
+    }
+
+    /// `member` failed a request at `now`: skipped for a while.
+    fn member_failed(&mut self, member: usize, now: Instant) {
+        let was_up = !self.members.is_down(member, now);
+        self.members.failed(member, now);
+        if was_up {
+            let until = self.members.down_until(member).unwrap_or(now);
+            observe::member_unhealthy(
+                self.members.endpoint(member).as_str(),
+                self.members.failures(member),
+                until.saturating_duration_since(now),
+            );
+        }
+    }
+
+    /// `member` answered at `now`.
+    fn member_answered(&mut self, member: usize, now: Instant) {
+        if self.members.failures(member) > 0 {
+            observe::member_healthy(self.members.endpoint(member).as_str());
+        }
+        self.members.succeeded(member, now);
     }
 
     /// The member the next request goes to.
@@ -507,15 +547,16 @@ impl Lock {
     /// before the next interval).
     fn on_discovery(&mut self, id: RequestId, response: &Response<Vec<u8>>, now: Instant) {
         self.discovery = None;
-        let Some(member) = self.in_flight.remove(&id) else {
+        let Some((member, _)) = self.in_flight.remove(&id) else {
             return;
         };
         match wire::parse_members(response) {
             Some(endpoints) => {
-                self.members.succeeded(member, now);
+                self.member_answered(member, now);
                 self.members.learn(endpoints);
+                tracing::debug!(members = ?self.members.endpoints(), "members discovered");
             }
-            None if response.status().is_server_error() => self.members.failed(member, now),
+            None if response.status().is_server_error() => self.member_failed(member, now),
             None => {}
         }
     }
@@ -528,8 +569,12 @@ impl Lock {
 
     /// Request `id` got no answer in time: the member is given up on for now.
     pub(crate) fn request_timed_out(&mut self, id: RequestId, now: Instant) {
-        if let Some(member) = self.in_flight.get(&id).copied() {
-            self.members.failed(member, now);
+        if let Some((member, sent)) = self.in_flight.get(&id).copied() {
+            let endpoint = self.members.endpoint(member).as_str();
+            let took = sent.map_or(Duration::ZERO, |sent| observe::since(sent, now));
+            let error = Error::Timeout { after: took };
+            observe::answered(id, endpoint, Seen::Timeout, None, None, took, Some(&error));
+            self.member_failed(member, now);
         }
         self.cancel_request(id);
     }
@@ -565,24 +610,47 @@ impl Lock {
 
     /// `sent`: false when the request provably never reached etcd.
     fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, sent: bool, now: Instant) {
-        let Some(member) = self.in_flight.remove(&id) else {
+        let Some((member, sent_at)) = self.in_flight.remove(&id) else {
             return; // a stale answer to a request given up on
         };
+        let took = sent_at.map_or(Duration::ZERO, |sent| observe::since(sent, now));
+        let endpoint = self.members.endpoint(member).as_str();
+        match &reply {
+            Ok(r) => {
+                let (seen, status) = match r {
+                    Reply::Error { status, .. } if r.is_server_failure() => {
+                        (Seen::ServerError, Some(*status))
+                    }
+                    Reply::Error { status, .. } => (Seen::EtcdError, Some(*status)),
+                    _ => (Seen::Ok, None),
+                };
+                let index = Some(r.highest_index()).filter(|&i| i > 0);
+                observe::answered(id, endpoint, seen, status, index, took, None);
+            }
+            Err(error) => {
+                let seen = match error {
+                    Error::Transport { .. } if !sent => Seen::Connect,
+                    Error::Transport { .. } => Seen::Transport,
+                    _ => Seen::Malformed,
+                };
+                observe::answered(id, endpoint, seen, None, None, took, Some(error));
+            }
+        }
         if self.discovery.is_some_and(|(request, _)| request == id) {
             self.discovery = None; // member discovery failed in transport
-            self.members.failed(member, now);
+            self.member_failed(member, now);
             return;
         }
         match &reply {
             Ok(reply) => {
                 self.seen_index = self.seen_index.max(reply.highest_index());
                 if reply.is_server_failure() {
-                    self.members.failed(member, now);
+                    self.member_failed(member, now);
                 } else {
-                    self.members.succeeded(member, now);
+                    self.member_answered(member, now);
                 }
             }
-            Err(_) => self.members.failed(member, now),
+            Err(_) => self.member_failed(member, now),
         }
         let running = self.running.as_ref();
         if running.and_then(Running::request) == Some(id) {
@@ -599,6 +667,9 @@ impl Lock {
     /// Ends the hold for `reason` (no-op when not holding): [`Event::Lost`].
     pub(crate) fn lose(&mut self, reason: LostReason) {
         if let Some(held) = self.held.take() {
+            let now = self.now.unwrap_or(held.fence.valid_until);
+            let left = held.fence.valid_until.saturating_duration_since(now);
+            observe::lost(held.fence.token, reason, left);
             self.renew_at = None;
             self.emit(Event::Lost {
                 token: held.fence.token,

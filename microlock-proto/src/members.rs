@@ -112,6 +112,11 @@ impl Members {
             .is_some_and(|until| now < until)
     }
 
+    /// Until when `member` is skipped after its last failure, if it failed.
+    pub fn down_until(&self, member: usize) -> Option<Instant> {
+        self.health.get(member).and_then(|h| h.down_until)
+    }
+
     /// Consecutive failures of `member` (0: healthy, or never used).
     pub fn failures(&self, member: usize) -> u32 {
         self.health.get(member).map_or(0, |h| h.failures)

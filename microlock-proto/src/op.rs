@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::{Fence, LostReason, OpId, Outcome};
 use crate::lock::{Held, Lock, RequestId};
+use crate::observe;
 use crate::wire::{self, code, KeyState, Reply};
 use crate::Error;
 
@@ -100,6 +101,9 @@ pub(crate) struct Running {
     /// Whether a write of this command may have happened unseen (its answer was lost): then
     /// "the key exists" may be our own write's doing, and a read tells.
     lost_write: bool,
+    /// When the command started, and (acquire) when it last saw the key released.
+    started: Instant,
+    released_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -180,6 +184,21 @@ impl Running {
     }
 }
 
+impl Verdict {
+    /// What the verdict means, for the operator.
+    fn describe(&self) -> &'static str {
+        match self {
+            Verdict::Done(Ok(_)) => "it happened",
+            Verdict::Done(Err(_)) => "it did not happen, or cannot: the command ends",
+            Verdict::Unknown(_) => "still unknown",
+            Verdict::Held(_) => "the key is held by another node: wait",
+            Verdict::Retry => "it did not happen: try again",
+            Verdict::Rewrite(_) => "ours at a newer index: send it again there",
+            Verdict::Again(..) => "it did not happen: send it again on a working member",
+        }
+    }
+}
+
 /// A write's result, before it becomes a completion.
 enum Verdict {
     Done(Result<Outcome, Error>),
@@ -219,6 +238,8 @@ impl Lock {
                 refused: 0,
                 retries: 0,
                 lost_write: false,
+                started: now,
+                released_at: None,
             });
             self.write(now);
         }
@@ -340,6 +361,12 @@ impl Lock {
         for request in requests {
             self.cancel_request(request);
         }
+        let member = self.members.endpoint(self.pick(now)).as_str();
+        observe::watch(
+            "the member under a waiting acquire failed its liveness probe: moved",
+            member,
+            Some(index),
+        );
         self.wait(index, now);
     }
 
@@ -467,7 +494,11 @@ impl Lock {
                 ..
             } => match KeyState::from_read(reply) {
                 Some(state) => {
-                    match self.judge_resolution(kind, write_sent_at, read_sent_at, failure, state) {
+                    let op = self.running.as_ref().map_or(0, |r| r.op.0);
+                    let verdict =
+                        self.judge_resolution(kind, write_sent_at, read_sent_at, failure, state);
+                    observe::settled(op, kind.name(), verdict.describe());
+                    match verdict {
                         Verdict::Done(result) => self.done(result, now),
                         Verdict::Held(index) => self.after_contention(index, now),
                         Verdict::Rewrite(kind) => self.rewrite(kind, now),
@@ -966,6 +997,7 @@ impl Lock {
         let Some(running) = self.running.take() else {
             return;
         };
+        self.log_finish(&running, &result, now);
         let mut renew_failed = false;
         match (&result, running.earned) {
             (Ok(Outcome::Locked(_) | Outcome::Acquired(_)), Some(held)) => {
@@ -1004,6 +1036,33 @@ impl Lock {
             self.complete(running.op, result);
         }
         self.start_next_op(now);
+    }
+
+    /// Tells the operator how a command ended.
+    fn log_finish(&self, running: &Running, result: &Result<Outcome, Error>, now: Instant) {
+        let op = running.op.0;
+        match result {
+            Ok(Outcome::Locked(f) | Outcome::Acquired(f)) => {
+                let handoff = running.released_at.map(|at| observe::since(at, now));
+                observe::acquired(op, f.token, observe::since(running.started, now), handoff)
+            }
+            Ok(Outcome::Unlocked) => {
+                let token = match running.kind {
+                    Kind::Unlock { token, .. } => token,
+                    _ => None,
+                };
+                observe::released(op, token)
+            }
+            Ok(Outcome::Renewed(f)) => {
+                observe::renewed(op, f.token, observe::since(now, f.valid_until))
+            }
+            Err(error) if running.kind == Kind::Renew => {
+                let held = self.held.map(|h| h.fence);
+                let left = held.map(|f| observe::since(now, f.valid_until));
+                observe::renew_failed(op, held.map(|f| f.token), left, error)
+            }
+            Err(error) => observe::failed(op, running.kind.name(), error),
+        }
     }
 
     /// Sends the running command's write again as `kind` (a few times at most).
@@ -1073,6 +1132,7 @@ impl Lock {
         let jitter = self.rng.duration_up_to(self.config.acquire_jitter());
         if let Some(running) = self.running.as_mut() {
             running.failures = 0;
+            running.released_at = Some(now);
         }
         self.pause(jitter, Then::Write, now);
     }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::event::{Event, LostReason};
 use crate::liveness::{Due, Probe};
 use crate::lock::{Lock, RequestId};
+use crate::observe;
 use crate::wire::{self, code, KeyState, Reply};
 use crate::Error;
 
@@ -147,6 +148,12 @@ impl Lock {
         {
             self.cancel_request(request);
         }
+        let member = self.members.endpoint(self.pick(now)).as_str();
+        observe::watch(
+            "the member under the watch failed its liveness probe: moved",
+            member,
+            Some(index),
+        );
         self.start_watch(index, now);
     }
 
@@ -172,6 +179,11 @@ impl Lock {
     fn watch_backoff(&mut self, resume: Resume, now: Instant) {
         let (_, max) = self.config.watch_retry();
         let delay = self.watch.retry_delay;
+        let (why, index) = match resume {
+            Resume::Read => ("the watch failed: read the key again after a pause", None),
+            Resume::Watch(index) => ("the long poll ended: again after a pause", Some(index)),
+        };
+        observe::watch(why, self.members.endpoint(self.pick(now)).as_str(), index);
         self.watch.retry_delay = (delay * 2).min(max);
         self.watch.phase = Phase::Backoff {
             until: now + delay,

@@ -10,6 +10,12 @@ use microlock_tokio::{Error, Etcd, Event, Microlock};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // `RUST_LOG=microlock=debug` shows the story of every hand-off (see the README).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let mut args = std::env::args().skip(1);
     let url = args
         .next()

@@ -169,13 +169,15 @@ impl Microlock {
         let (commands, receiver) = mpsc::unbounded_channel();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();
-        tokio::spawn(driver::run(
+        let span = machine.span().clone();
+        let driver = driver::run(
             machine,
             etcd.client.clone(),
             etcd.members.clone(),
             shared.clone(),
             receiver,
-        ));
+        );
+        tokio::spawn(tracing::Instrument::instrument(driver, span));
         Ok(Microlock {
             commands,
             config,
