@@ -13,6 +13,7 @@ all: test
 
 etcd:
 	@bash .ci/install-etcd.sh
+	@bash .ci/install-fault-tools.sh
 
 # Node.js runs the original microlock in the interoperability test (tests/tests/node_interop.rs).
 node:
@@ -34,6 +35,10 @@ test: etcd node lint
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests -- --skip seeded_worlds --skip planted_violation
 	$(MAKE) fuzz-replay
+	@# The reference adapter (std only) against real etcd, both versions.
+	for bin in $(ETCD34) $(ETCD35); do \
+	  ETCD_BIN=$$bin bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-proto --example blocking -- {URL} || exit 1; \
+	done
 	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
 
 test-3.4: etcd node
@@ -62,11 +67,17 @@ clean:
 
 # With Docker (not needed by anything above): etcd at a chosen image version, the demo against it.
 etcd_image_version ?= v3.5.1
-.PHONY: integration
+.PHONY: integration integration-cluster
 integration:
 	etcd_image_version=$(etcd_image_version) docker compose -f compose/docker-compose.yml up -d --wait
 	$(CARGO) run -q -p microlock-tokio --example demo -- http://127.0.0.1:2379 4 3; \
 	  status=$$?; docker compose -f compose/docker-compose.yml down; exit $$status
+# A 3-member cluster (compose/cluster.yml), the demo against all three members.
+integration-cluster:
+	etcd_image_version=$(etcd_image_version) docker compose -f compose/cluster.yml up -d --wait
+	$(CARGO) run -q -p microlock-tokio --example demo -- \
+	  http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379 4 3; \
+	  status=$$?; docker compose -f compose/cluster.yml down; exit $$status
 
 # Deterministic simulation: `make dst SEEDS=100000` runs more worlds (from SEED_START);
 # `MICROLOCK_SEED=123 make dst` replays one world and prints its trace.

@@ -29,6 +29,19 @@
 //! process. If etcd exits on its own, the wrapper writes its exit status to `etcd.exit` and keeps
 //! the log until the test process lets go.
 //!
+//! # Faults
+//! Any member can be crashed with [`EtcdServer::kill`] (SIGKILL; its data stays) and brought back
+//! as the same member, on the same ports, with [`EtcdServer::restart`]; frozen with
+//! [`EtcdServer::pause`] (SIGSTOP) and thawed with [`EtcdServer::resume`]. A cluster started
+//! with [`EtcdCluster::start_partitionable`] (root and `nft` needed: `make etcd` installs it) runs
+//! each member as its own uid, so that [`EtcdCluster::partition`] can cut one member off from
+//! its peers with nftables rules matching the sockets' owners, while the test process still
+//! reaches every client port; [`EtcdCluster::heal`] (and dropping the cluster) removes them.
+//! Each partition is one table named after the test process (pid and start time), so a
+//! process that dies with a partition in place leaves a table that the next
+//! [`EtcdCluster::start_partitionable`] of any test process deletes
+//! ([`sweep_stale_partitions`]). All traffic stays on 127.0.0.1.
+//!
 //! # Logs
 //! etcd's stdout and stderr go to `etcd.log` next to the etcd data dir (`<dir>/etcd.log`,
 //! `<dir>/data`); start-up failures panic with the tail of that log.
@@ -83,8 +96,13 @@ while :; do
   [ -n "$got" ] || break
 done
 echo "$status" >"$dir/etcd.exit"
-# etcd is gone. Wait until the test process lets go (watcher exits on EOF), then clean up.
+# etcd is gone and reaped: its pid may be reused from now on, so stop the watcher (it must never
+# signal that pid) and wait for the test process to let go ourselves: EOF on our stdin, the same
+# pipe (EOF stays readable, also when the watcher saw it first). Then clean up.
+trap '' HUP TERM
+kill "$watcher" 2>/dev/null
 wait "$watcher"
+read _ || :
 [ "$keep" = 1 ] || rm -rf "$dir"
 "#;
 
@@ -212,6 +230,11 @@ pub struct EtcdServer {
     version: String,
     wrapper: Option<Child>,
     stdin: Option<ChildStdin>,
+    /// The uid (and gid) etcd runs as; `None`: the test process's own.
+    uid: Option<u32>,
+    /// `--initial-cluster` and `--initial-cluster-token`, kept for [`EtcdServer::restart`].
+    initial_cluster: String,
+    token: String,
 }
 
 /// Ports and names of one member to be spawned.
@@ -220,14 +243,12 @@ struct MemberSpec {
     name: String,
     client_port: u16,
     peer_port: u16,
+    uid: Option<u32>,
 }
 
 impl MemberSpec {
     fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
-    }
-    fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
     }
 }
 
@@ -290,10 +311,19 @@ impl EtcdServer {
     /// Kills etcd (SIGKILL) and waits until it is gone. Idempotent.
     ///
     /// The data directory is removed too (unless `MICROLOCK_KEEP_ETCD_DATA=1`), so a stopped
-    /// server cannot be restarted.
+    /// server cannot be restarted: to crash a member and bring it back, use
+    /// [`kill`](EtcdServer::kill) and [`restart`](EtcdServer::restart).
     pub fn stop(&mut self) {
-        // Closing the pipe makes the wrapper's watcher SIGKILL etcd; the wrapper then reaps it
-        // and removes the directory before it exits.
+        self.let_go_of_wrapper();
+        if !keep_data() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Closes the pipe to the wrapper and waits (10 s at most) for the wrapper to exit. Closing
+    /// the pipe makes the wrapper's watcher SIGKILL etcd if it still runs; the wrapper then reaps
+    /// it and removes its directory (unless kept) before it exits.
+    fn let_go_of_wrapper(&mut self) {
         drop(self.stdin.take());
         if let Some(mut wrapper) = self.wrapper.take() {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -304,8 +334,9 @@ impl EtcdServer {
                         std::thread::sleep(Duration::from_millis(10))
                     }
                     _ => {
-                        // Should not happen; be forceful rather than leak.
-                        if process_exists(self.pid) {
+                        // Should not happen; be forceful rather than leak (but never signal a
+                        // pid that etcd no longer has).
+                        if self.exited().is_none() && process_exists(self.pid) {
                             let _ = Command::new("kill")
                                 .args(["-9", &self.pid.to_string()])
                                 .status();
@@ -317,16 +348,243 @@ impl EtcdServer {
                 }
             }
         }
-        if !keep_data() {
-            let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Whether etcd runs (started, and neither killed, stopped nor exited). A paused
+    /// ([`pause`](EtcdServer::pause)) member runs.
+    pub fn is_running(&self) -> bool {
+        self.wrapper.is_some() && self.exited().is_none()
+    }
+
+    /// The uid (and gid) etcd runs as, when it has its own ([`EtcdCluster::start_partitionable`]).
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// Freezes etcd (SIGSTOP): its sockets stay open and the kernel still accepts connections
+    /// on its ports, but nothing answers. Undo with [`resume`](EtcdServer::resume).
+    ///
+    /// # Panics
+    /// When etcd does not run (signalling the pid of an exited process could hit another one).
+    pub fn pause(&self) {
+        assert!(self.is_running(), "pause: etcd {} does not run", self.name);
+        pause(self.pid);
+    }
+
+    /// Resumes etcd after [`pause`](EtcdServer::pause) (SIGCONT; harmless when not paused).
+    ///
+    /// # Panics
+    /// When etcd does not run.
+    pub fn resume(&self) {
+        assert!(self.is_running(), "resume: etcd {} does not run", self.name);
+        resume(self.pid);
+    }
+
+    /// Crashes etcd: SIGKILL, then waits (10 s at most) until it is reaped. Its data directory
+    /// stays, so [`restart`](EtcdServer::restart) brings the same member back. Idempotent; also
+    /// kills a paused member.
+    ///
+    /// # Panics
+    /// When etcd is not reaped within 10 s, or the server was [`stop`](EtcdServer::stop)ped.
+    pub fn kill(&mut self) {
+        assert!(
+            self.wrapper.is_some(),
+            "kill: etcd {} was stopped",
+            self.name
+        );
+        if self.exited().is_some() {
+            return;
+        }
+        send_signal(self.pid, "-KILL");
+        // The wrapper reaps etcd and writes etcd.exit at once; 10 s is for a very busy machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.exited().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "kill: etcd {} (pid {}) not reaped within 10 s",
+                self.name,
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Spawns the wrapper + etcd for `spec` with the given `--initial-cluster` value.
+    /// Starts the member again (after [`kill`](EtcdServer::kill); a running member is killed
+    /// first) with the same name, ports, uid and data, so it rejoins its cluster. Returns once
+    /// the new etcd answers `GET /version` on its client port — *not* once it serves quorum
+    /// reads, which needs a quorum of its cluster: see [`wait_serving`](EtcdServer::wait_serving).
+    /// Retries (for 20 s at most) while another process holds one of its ports.
+    ///
+    /// # Panics
+    /// When the server was [`stop`](EtcdServer::stop)ped, or etcd does not come back within
+    /// [`START_TIMEOUT`], with the tail of its log.
+    pub fn restart(&mut self) {
+        assert!(
+            self.wrapper.is_some(),
+            "restart: etcd {} was stopped (its data is gone)",
+            self.name
+        );
+        self.kill();
+        let started = Instant::now();
+        loop {
+            // A new directory for the new wrapper; the data and the log move into it. The old
+            // wrapper, let go of, then removes its own (now almost empty) directory.
+            let old_dir = self.dir.clone();
+            let new_dir = fresh_dir(&self.name);
+            if let Some(uid) = self.uid {
+                give_to(&new_dir, uid);
+            }
+            for entry in ["data", "etcd.log"] {
+                let from = old_dir.join(entry);
+                if from.exists() {
+                    std::fs::rename(&from, new_dir.join(entry)).unwrap_or_else(|e| {
+                        panic!(
+                            "restart: cannot move {} into {}: {e}",
+                            from.display(),
+                            new_dir.display()
+                        )
+                    });
+                }
+            }
+            self.let_go_of_wrapper();
+            let _ = std::fs::remove_dir_all(&old_dir);
+            self.dir = new_dir;
+            self.spawn_wrapper();
+            match self.wait_listening(started + START_TIMEOUT) {
+                Ok(()) => return,
+                Err(WaitError::Exited {
+                    port_clash: true,
+                    message,
+                }) if started.elapsed() < START_TIMEOUT => {
+                    eprintln!(
+                        "restart of {}: a port is taken, retrying: {message}",
+                        self.name
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(WaitError::Exited { message, .. }) | Err(WaitError::TimedOut(message)) => {
+                    panic!(
+                        "\n\n*** restart of etcd {} failed ***\n{message}\n",
+                        self.name
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits until etcd answers `GET /version` (it listens and serves HTTP) or exits.
+    fn wait_listening(&self, deadline: Instant) -> Result<(), WaitError> {
+        loop {
+            self.check_running()?;
+            if matches!(
+                request_with_timeout(&self.client_url(), "GET", "/version", None, PROBE_TIMEOUT),
+                Ok(r) if r.status == 200
+            ) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(WaitError::TimedOut(format!(
+                    "etcd {} (pid {}, {}) does not answer GET /version after {:?}; log tail:\n{}",
+                    self.name,
+                    self.pid,
+                    self.client_url(),
+                    START_TIMEOUT,
+                    tail(&self.dir.join("etcd.log"), 6000)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One quorum read of the root (`GET /v2/keys/?quorum=true`) on this member, allowed
+    /// `timeout`: `Ok` with whatever etcd answered, or the I/O error (refused, timed out...).
+    pub fn quorum_read(&self, timeout: Duration) -> std::io::Result<RawResponse> {
+        request_with_timeout(
+            &self.client_url(),
+            "GET",
+            "/v2/keys/?quorum=true",
+            None,
+            timeout,
+        )
+    }
+
+    /// Polls quorum reads (each allowed 2 s) until one answers 200, for at most `bound`;
+    /// returns how long that took.
+    ///
+    /// # Panics
+    /// After `bound`, with the last answer or error and the tail of the member's log.
+    pub fn wait_serving(&self, bound: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let last = self.quorum_read(PROBE_TIMEOUT);
+            if matches!(&last, Ok(r) if r.status == 200) {
+                return started.elapsed();
+            }
+            if started.elapsed() >= bound {
+                panic!(
+                    "etcd {} ({}) does not serve quorum reads after {bound:?} (last: {}); log \
+                     tail:\n{}",
+                    self.name,
+                    self.client_url(),
+                    match last {
+                        Ok(r) => format!("HTTP {} {}", r.status, r.text()),
+                        Err(e) => e.to_string(),
+                    },
+                    tail(&self.dir.join("etcd.log"), 4000)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The member's raft state from `GET /v2/stats/self` (`"StateLeader"`, `"StateFollower"`,
+    /// ...), or `None` when it does not answer within 2 s.
+    pub fn raft_state(&self) -> Option<String> {
+        request_with_timeout(
+            &self.client_url(),
+            "GET",
+            "/v2/stats/self",
+            None,
+            PROBE_TIMEOUT,
+        )
+        .ok()
+        .filter(|r| r.status == 200)
+        .and_then(|r| json_string_field(&r.text(), "state"))
+    }
+
+    /// Spawns the wrapper + etcd for `spec` with the given `--initial-cluster` value, in a fresh
+    /// directory (owned by `spec.uid` when set).
     fn spawn(spec: &MemberSpec, initial_cluster: &str, token: &str) -> EtcdServer {
-        let bin = etcd_binary();
         let dir = fresh_dir(&spec.name);
+        if let Some(uid) = spec.uid {
+            give_to(&dir, uid);
+        }
+        let mut server = EtcdServer {
+            name: spec.name.clone(),
+            client_port: spec.client_port,
+            peer_port: spec.peer_port,
+            dir,
+            pid: 0,
+            version: String::new(),
+            wrapper: None,
+            stdin: None,
+            uid: spec.uid,
+            initial_cluster: initial_cluster.to_string(),
+            token: token.to_string(),
+        };
+        server.spawn_wrapper();
+        server
+    }
+
+    /// Starts the wrapper + etcd in `self.dir` (its `data` subdirectory is the data dir: a new
+    /// member when empty, the same member again after [`kill`](EtcdServer::kill)), and records
+    /// the new pid, wrapper and pipe.
+    fn spawn_wrapper(&mut self) {
+        let bin = etcd_binary();
+        let dir = self.dir.clone();
         let data = dir.join("data");
+        let client_url = self.client_url();
+        let peer_url = self.peer_url();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(WRAPPER)
@@ -335,32 +593,42 @@ impl EtcdServer {
             .arg(if keep_data() { "1" } else { "0" })
             .arg(&bin)
             .arg("--name")
-            .arg(&spec.name)
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(&data)
             .arg("--enable-v2=true")
             .arg("--listen-client-urls")
-            .arg(spec.client_url())
+            .arg(&client_url)
             .arg("--advertise-client-urls")
-            .arg(spec.client_url())
+            .arg(&client_url)
             .arg("--listen-peer-urls")
-            .arg(spec.peer_url())
+            .arg(&peer_url)
             .arg("--initial-advertise-peer-urls")
-            .arg(spec.peer_url())
+            .arg(&peer_url)
             .arg("--initial-cluster")
-            .arg(initial_cluster)
+            .arg(&self.initial_cluster)
             .arg("--initial-cluster-state")
             .arg("new")
             .arg("--initial-cluster-token")
-            .arg(token)
+            .arg(&self.token)
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        let mut wrapper = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn `sh` to run {}: {e}", bin.display()));
+        if let Some(uid) = self.uid {
+            // The wrapper and etcd run as their own user, so that packet filters can tell this
+            // member's traffic from the others' (see [`EtcdCluster::partition`]).
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut wrapper = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot spawn `sh` to run {} (uid {:?}): {e}",
+                bin.display(),
+                self.uid
+            )
+        });
         let stdin = wrapper.stdin.take();
         let mut line = String::new();
         let stdout = wrapper.stdout.take().expect("piped stdout");
@@ -377,16 +645,9 @@ impl EtcdServer {
                 );
             }
         };
-        EtcdServer {
-            name: spec.name.clone(),
-            client_port: spec.client_port,
-            peer_port: spec.peer_port,
-            dir,
-            pid,
-            version: String::new(),
-            wrapper: Some(wrapper),
-            stdin,
-        }
+        self.pid = pid;
+        self.wrapper = Some(wrapper);
+        self.stdin = stdin;
     }
 
     /// Has etcd exited on its own? Returns the log tail if so.
@@ -506,10 +767,19 @@ fn json_string_field(json: &str, field: &str) -> Option<String> {
 }
 
 /// An n-member etcd cluster on loopback.
+///
+/// Members can be crashed and brought back ([`EtcdServer::kill`], [`EtcdServer::restart`]),
+/// frozen ([`EtcdServer::pause`], [`EtcdServer::resume`]) and, in a cluster started with
+/// [`EtcdCluster::start_partitionable`], cut off from their peers ([`EtcdCluster::partition`],
+/// [`EtcdCluster::heal`]). Dropping the cluster heals every partition and stops every member.
 #[derive(Debug)]
 pub struct EtcdCluster {
     /// The members, in `--initial-cluster` order (`members[i]` is named `...-m{i}`).
     pub members: Vec<EtcdServer>,
+    /// The cluster's number in this process (part of the names of its packet-filter tables).
+    id: u64,
+    /// Per member: the nft table that partitions it, while it is partitioned.
+    partitions: Vec<Option<String>>,
 }
 
 impl EtcdCluster {
@@ -520,6 +790,23 @@ impl EtcdCluster {
     /// When the cluster is not healthy within [`START_TIMEOUT`] (after a few retries on port
     /// clashes), with the tail of the failing member's log.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, false)
+    }
+
+    /// Like [`start`](EtcdCluster::start), but every member runs as its own uid (and gid), so
+    /// that [`partition`](EtcdCluster::partition) can tell its packets from its peers'. Needs
+    /// root (to switch uids and to load nftables rules) and the `nft` tool (Debian package
+    /// `nftables`, installed by `make etcd`). Also removes the packet-filter tables left by
+    /// test processes that died without healing their partitions.
+    ///
+    /// # Panics
+    /// When not root or `nft` is missing (with install hints), or as [`start`](EtcdCluster::start).
+    pub fn start_partitionable(n: usize) -> EtcdCluster {
+        require_partition_support();
+        EtcdCluster::start_with(n, true)
+    }
+
+    fn start_with(n: usize, own_uids: bool) -> EtcdCluster {
         assert!(n >= 1, "a cluster needs at least one member");
         let mut last_error = String::new();
         for _attempt in 0..START_ATTEMPTS {
@@ -531,6 +818,7 @@ impl EtcdCluster {
                     name: format!("{tag}-m{i}"),
                     client_port: ports[2 * i],
                     peer_port: ports[2 * i + 1],
+                    uid: own_uids.then(next_member_uid),
                 })
                 .collect();
             let initial_cluster = specs
@@ -544,7 +832,13 @@ impl EtcdCluster {
                 .collect();
             let deadline = Instant::now() + START_TIMEOUT;
             match wait_all_healthy(&mut members, deadline) {
-                Ok(()) => return EtcdCluster { members },
+                Ok(()) => {
+                    return EtcdCluster {
+                        members,
+                        id,
+                        partitions: vec![None; n],
+                    }
+                }
                 Err(WaitError::Exited {
                     port_clash: true,
                     message,
@@ -572,6 +866,267 @@ impl EtcdCluster {
     pub fn client_urls(&self) -> Vec<String> {
         self.members.iter().map(EtcdServer::client_url).collect()
     }
+
+    /// The index of a member that says it is the raft leader (`GET /v2/stats/self`), if any
+    /// answers so. A partitioned or paused old leader may still say so for a while.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| {
+            self.members[i].is_running()
+                && self.members[i].raft_state().as_deref() == Some("StateLeader")
+        })
+    }
+
+    /// Waits (for at most `bound`) until every running member serves a quorum read; returns
+    /// how long that took. See [`EtcdServer::wait_serving`].
+    pub fn wait_all_serving(&self, bound: Duration) -> Duration {
+        let started = Instant::now();
+        for m in self.members.iter().filter(|m| m.is_running()) {
+            m.wait_serving(bound.saturating_sub(started.elapsed()));
+        }
+        started.elapsed()
+    }
+
+    /// Cuts member `i` off from its peers, both ways, while its client port stays reachable
+    /// from the test process: it keeps answering HTTP, but cannot take part in raft. Idempotent;
+    /// undo with [`heal`](EtcdCluster::heal). Survives [`EtcdServer::kill`] and
+    /// [`EtcdServer::restart`] of any member (the rules name uids and ports, which stay).
+    ///
+    /// How: one nftables table per partitioned member (`inet microlock_<pid>_<start>_c<cluster>_m<i>`)
+    /// whose `output` chain drops, among this cluster's members only (matched by the socket's
+    /// owner uid), (a) what member `i` sends to a peer port of another member, (b) what member
+    /// `i` sends from its own peer port (answers on connections its peers opened), and (c) what
+    /// the other members send to member `i`'s peer port. Every loopback packet passes `output`,
+    /// so this covers every peer connection in both directions (what a peer sends on a
+    /// connection `i` opened can still arrive until TCP stalls for want of `i`'s ACKs, about
+    /// one retransmission timeout). Packets are dropped, not rejected: like a real partition,
+    /// peers see silence, not errors. No other traffic matches: other uids are not members.
+    ///
+    /// # Panics
+    /// When the cluster was not started with [`start_partitionable`](EtcdCluster::start_partitionable),
+    /// or `nft` fails.
+    pub fn partition(&mut self, i: usize) {
+        if self.partitions[i].is_some() {
+            return;
+        }
+        let uid_of = |m: &EtcdServer| {
+            m.uid.unwrap_or_else(|| {
+                panic!("partition needs a cluster started with EtcdCluster::start_partitionable")
+            })
+        };
+        let me = &self.members[i];
+        let others: Vec<&EtcdServer> = (0..self.members.len())
+            .filter(|&j| j != i)
+            .map(|j| &self.members[j])
+            .collect();
+        let name = format!(
+            "{}_c{}_m{i}",
+            partition_table_prefix(std::process::id(), process_start_time("self")),
+            self.id
+        );
+        let mut script = format!(
+            "table inet {name} {{\n  chain output {{\n    type filter hook output priority 0; \
+             policy accept;\n"
+        );
+        if !others.is_empty() {
+            let set = |v: Vec<String>| format!("{{ {} }}", v.join(", "));
+            let other_uids = set(others.iter().map(|m| uid_of(m).to_string()).collect());
+            let other_peer_ports = set(others.iter().map(|m| m.peer_port.to_string()).collect());
+            let (uid, port) = (uid_of(me), me.peer_port);
+            script.push_str(&format!(
+                "    meta skuid {uid} tcp dport {other_peer_ports} counter drop\n\
+                 \x20   meta skuid {uid} tcp sport {port} counter drop\n\
+                 \x20   meta skuid {other_uids} tcp dport {port} counter drop\n"
+            ));
+        }
+        script.push_str("  }\n}\n");
+        nft(&["-f", "-"], Some(&script))
+            .unwrap_or_else(|e| panic!("partition of member {i}: {e}\nscript:\n{script}"));
+        self.partitions[i] = Some(name);
+    }
+
+    /// Whether member `i` is partitioned.
+    pub fn is_partitioned(&self, i: usize) -> bool {
+        self.partitions[i].is_some()
+    }
+
+    /// The partition's nftables table of member `i` as `nft` lists it, with its rules' packet
+    /// counters (for failure messages), or `None` when not partitioned.
+    pub fn partition_rules(&self, i: usize) -> Option<String> {
+        let name = self.partitions[i].as_ref()?;
+        Some(nft(&["list", "table", "inet", name], None).unwrap_or_else(|e| e))
+    }
+
+    /// Undoes [`partition`](EtcdCluster::partition) of member `i` (idempotent). Connections
+    /// that stalled resume after TCP's next retransmission; etcd redials the others.
+    ///
+    /// # Panics
+    /// When `nft` fails to delete the table.
+    pub fn heal(&mut self, i: usize) {
+        if let Some(name) = self.partitions[i].take() {
+            nft(&["delete", "table", "inet", &name], None)
+                .unwrap_or_else(|e| panic!("heal of member {i}: {e}"));
+        }
+    }
+
+    /// Heals every partition.
+    pub fn heal_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.heal(i);
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for (i, p) in self.partitions.iter_mut().enumerate() {
+            if let Some(name) = p.take() {
+                if let Err(e) = nft(&["delete", "table", "inet", &name], None) {
+                    eprintln!("EtcdCluster drop: could not heal member {i}: {e}");
+                }
+            }
+        }
+        // Then the members drop: each is stopped.
+    }
+}
+
+/// The first uid of the range member uids are taken from: far above any real user's.
+const MEMBER_UID_BASE: u32 = 1_000_000_000;
+
+/// How many member uids each test process has (reused round-robin).
+const MEMBER_UIDS_PER_PROCESS: u32 = 256;
+
+/// A uid for a member of a partitionable cluster: from a range of this process
+/// (`MEMBER_UID_BASE + pid * 256 + k`, below 2^31 for any Linux pid), so that test processes
+/// running side by side never share one; round-robin within it.
+fn next_member_uid() -> u32 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let k = (NEXT.fetch_add(1, Ordering::Relaxed) % u64::from(MEMBER_UIDS_PER_PROCESS)) as u32;
+    MEMBER_UID_BASE + std::process::id() * MEMBER_UIDS_PER_PROCESS + k
+}
+
+/// Hands a directory (made by the test process) to a member's uid.
+fn give_to(dir: &Path, uid: u32) {
+    std::os::unix::fs::chown(dir, Some(uid), Some(uid))
+        .unwrap_or_else(|e| panic!("cannot chown {} to uid {uid}: {e}", dir.display()));
+}
+
+/// Install hint for `nft`.
+const NFT_HINT: &str = "partitions need the `nft` tool (Debian package nftables): run `make etcd` \
+     (which runs .ci/install-fault-tools.sh) or `apt-get update && apt-get install -y nftables`";
+
+/// Runs `nft ARGS` (with `stdin` when given); `Ok(stdout)` or `Err(what went wrong)`.
+fn nft(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    // Root's PATH has /usr/sbin, others' may not.
+    let bin = if Path::new("/usr/sbin/nft").is_file() {
+        "/usr/sbin/nft"
+    } else {
+        "nft"
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("`nft` not found: {NFT_HINT}")
+        } else {
+            format!("cannot run `nft {}`: {e}", args.join(" "))
+        }
+    })?;
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| format!("writing to `nft {}`: {e}", args.join(" ")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for `nft {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`nft {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Panics with hints unless this process may switch uids and load nftables rules (root) and
+/// `nft` works; then (once per process) removes stale partition tables.
+fn require_partition_support() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let euid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX);
+        if euid != 0 {
+            panic!(
+                "\n\n*** partitionable etcd clusters need root (members run as their own uids; \
+                 partitions are nftables rules); this test process runs as uid {euid} ***\n"
+            );
+        }
+        if let Err(e) = nft(&["list", "tables"], None) {
+            panic!("\n\n*** {e} ***\n{NFT_HINT}\n");
+        }
+        sweep_stale_partitions();
+    });
+}
+
+/// `microlock_<pid>_<start>`: the prefix of the partition tables of the process `pid` started at
+/// `start` (clock ticks after boot, field 22 of `/proc/<pid>/stat`, so a reused pid differs).
+fn partition_table_prefix(pid: u32, start: Option<u64>) -> String {
+    format!("microlock_{pid}_{}", start.unwrap_or(0))
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of a process (`"self"` or a pid), or `None`
+/// when there is no such process.
+fn process_start_time(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain anything: skip past it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Deletes every partition table (`inet microlock_<pid>_<start>_...`) whose process is gone
+/// (no such pid, or a pid reused by a process started at another time), so that a test
+/// process that died with partitions in place cannot break later runs. Returns the names
+/// deleted. Tables of live test processes are left alone. (Needs `nft`; also run by
+/// [`EtcdCluster::start_partitionable`], once per process.)
+pub fn sweep_stale_partitions() -> Vec<String> {
+    let Ok(listing) = nft(&["list", "tables"], None) else {
+        return Vec::new();
+    };
+    let mut deleted = Vec::new();
+    for line in listing.lines() {
+        let Some(name) = line.trim().strip_prefix("table inet ") else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("microlock_") else {
+            continue;
+        };
+        let mut parts = rest.split('_');
+        let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            continue;
+        };
+        if process_start_time(&pid.to_string()) != Some(start) {
+            // Another sweeper may delete it at the same time: ignore failures.
+            if nft(&["delete", "table", "inet", name], None).is_ok() {
+                deleted.push(name.to_string());
+            }
+        }
+    }
+    deleted
 }
 
 /// One etcd server per test process, started on first use.
@@ -642,6 +1197,18 @@ pub fn try_raw_request(
     form_body: Option<&str>,
 ) -> std::io::Result<RawResponse> {
     request_with_timeout(base_url, method, path_and_query, form_body, READ_TIMEOUT)
+}
+
+/// Like [`try_raw_request`] with a read (and write) timeout of your choice instead of
+/// [`READ_TIMEOUT`] (the connect timeout stays 5 s).
+pub fn try_raw_request_with_timeout(
+    base_url: &str,
+    method: &str,
+    path_and_query: &str,
+    form_body: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<RawResponse> {
+    request_with_timeout(base_url, method, path_and_query, form_body, timeout)
 }
 
 fn request_with_timeout(
@@ -914,14 +1481,24 @@ mod tests {
         }
         let single = shared();
         let cluster = EtcdCluster::start(3);
+        // Members with their own uids, one of them partitioned, another killed (its wrapper
+        // waits) and one paused: all must still go when this process is SIGKILLed.
+        let mut faulted = EtcdCluster::start_partitionable(3);
+        faulted.partition(0);
+        faulted.members[1].kill();
+        faulted.members[2].pause();
+        let table = faulted.partitions[0].clone().expect("partitioned");
         let mut pids = vec![single.pid()];
         pids.extend(cluster.members.iter().map(EtcdServer::pid));
+        pids.push(faulted.members[0].pid());
+        pids.push(faulted.members[2].pid());
         let dirs: Vec<String> = std::iter::once(single)
             .chain(cluster.members.iter())
+            .chain(faulted.members.iter())
             .map(|m| m.dir.display().to_string())
             .collect();
         println!(
-            "LEAK_HELPER pids={} dirs={}",
+            "LEAK_HELPER pids={} dirs={} table={table}",
             pids.iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
@@ -929,6 +1506,7 @@ mod tests {
             dirs.join(",")
         );
         std::mem::forget(cluster);
+        std::mem::forget(faulted);
         // Wait to be SIGKILLed by the parent.
         std::thread::sleep(Duration::from_secs(60));
         std::process::exit(1);
@@ -947,18 +1525,21 @@ mod tests {
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let mut pids: Vec<u32> = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut table = String::new();
         let mut line = String::new();
         while reader.read_line(&mut line).expect("read helper stdout") > 0 {
             // libtest prints "test ... ... " on the same line first.
             if let Some((_, rest)) = line.trim().split_once("LEAK_HELPER pids=") {
                 let (p, d) = rest.split_once(" dirs=").expect("dirs");
+                let (d, t) = d.split_once(" table=").expect("table");
                 pids = p.split(',').map(|p| p.parse().expect("pid")).collect();
                 dirs = d.split(',').map(PathBuf::from).collect();
+                table = t.to_string();
                 break;
             }
             line.clear();
         }
-        assert_eq!(pids.len(), 4, "helper did not report pids: {line:?}");
+        assert_eq!(pids.len(), 6, "helper did not report pids: {line:?}");
         for &pid in &pids {
             assert!(process_exists(pid));
         }
@@ -981,6 +1562,21 @@ mod tests {
             let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
             assert!(left.is_empty(), "data dirs leaked: {left:?}");
         }
+        // The dead process's partition is left in place (nothing ran to heal it), and the next
+        // sweep removes it.
+        let listed = |t: &str| {
+            nft(&["list", "tables"], None)
+                .expect("nft")
+                .lines()
+                .any(|l| l.trim() == format!("table inet {t}"))
+        };
+        assert!(
+            listed(&table),
+            "{table} should be left by the killed helper"
+        );
+        let swept = sweep_stale_partitions();
+        assert!(swept.contains(&table), "{table} not swept: {swept:?}");
+        assert!(!listed(&table), "{table} still there after the sweep");
     }
 
     #[test]
