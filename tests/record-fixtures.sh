@@ -175,8 +175,12 @@ record_all() {
     # --- lock / renew / read / unlock on /lock ---
     record lock_ok            PUT    "$L?prevExist=false" 'value=node-a&ttl=5'
     record lock_conflict      PUT    "$L?prevExist=false" 'value=node-b&ttl=5'
-    record renew_ok           PUT    "$L?prevValue=node-a" 'refresh=true&ttl=5'
-    record renew_other        PUT    "$L?prevValue=node-b" 'refresh=true&ttl=5'
+    # Renewals are pinned to the hold's index (see microlock-proto's wire::renew).
+    local held
+    held=$(etcd_index)
+    record renew_ok           PUT    "$L?prevValue=node-a&prevIndex=$held" 'refresh=true&ttl=5'
+    held=$(etcd_index)
+    record renew_other        PUT    "$L?prevValue=node-b&prevIndex=$held" 'refresh=true&ttl=5'
     record get_ok             GET    "$L?quorum=true"
     record refresh_with_value PUT    "$L?prevValue=node-a" 'refresh=true&value=node-a&ttl=5'
     record refresh_without_ttl PUT   "$L?prevValue=node-a" 'refresh=true'
@@ -184,7 +188,7 @@ record_all() {
     record unlock_other       DELETE "$L?prevValue=node-b"
     record unlock_ok          DELETE "$L?prevValue=node-a"
     record unlock_missing     DELETE "$L?prevValue=node-a"
-    record renew_missing      PUT    "$L?prevValue=node-a" 'refresh=true&ttl=5'
+    record renew_missing      PUT    "$L?prevValue=node-a&prevIndex=$held" 'refresh=true&ttl=5'
     record get_missing        GET    "$L?quorum=true"
     record root_read_only     PUT    "/v2/keys/" 'value=node-a'
 

@@ -76,7 +76,7 @@ pub enum Cmd {
 pub enum ReqKind {
     /// `PUT ?prevExist=false` (lock, acquire).
     Create,
-    /// `PUT ?prevValue=` with `refresh=true` (renew, auto-renew).
+    /// `PUT ?prevValue=&prevIndex=` with `refresh=true` (renew, auto-renew).
     Refresh,
     /// `DELETE ?prevValue=`, with `&prevIndex=` when pinned to a hold (unlock).
     Delete(Option<u64>),
@@ -777,10 +777,16 @@ impl Harness {
                 );
                 ReqKind::Create
             }
-            Method::PUT if query == pairs(&[("prevValue", node)]) => {
+            Method::PUT if query.first() == pairs(&[("prevValue", node)]).first() => {
                 ensure!(
                     is_form && form_params == pairs(&[("refresh", "true"), ("ttl", &ttl)]),
                     "renew PUT with body {body:?} (content type {form:?})"
+                );
+                // Every refresh is pinned to the hold's index (a late one must never meet a
+                // later hold of the same node id).
+                ensure!(
+                    matches!(&query[1..], [(k, v)] if k == "prevIndex" && v.parse::<u64>().is_ok()),
+                    "renew PUT not pinned to an index: {uri}"
                 );
                 ReqKind::Refresh
             }

@@ -55,7 +55,8 @@ pub enum Scenario {
     UnlockWriteHeld,
     /// `renew()`'s `PUT ?prevValue=`, holding.
     RenewWrite,
-    /// `renew()`'s `PUT ?prevValue=`, not holding.
+    /// `renew()` not holding: the quorum GET it sends first (it never sends an unpinned
+    /// refresh).
     RenewWriteNotHeld,
     /// auto-renew's `PUT ?prevValue=` (no caller), holding.
     AutoRenewWrite,
@@ -289,7 +290,7 @@ fn setup(input: &Input, t0: Instant) -> Checked<(Harness, Option<OpId>, RequestI
         }
         Scenario::RenewWriteNotHeld => {
             let (op, step) = h.command(Cmd::Renew)?;
-            (Some(op), only(&step, is_refresh)?)
+            (Some(op), only(&step, is_read)?)
         }
         Scenario::AutoRenewWrite => {
             hold(&mut h)?;

@@ -104,6 +104,9 @@ pub(crate) struct Running {
     /// When the command started, and (acquire) when it last saw the key released.
     started: Instant,
     released_at: Option<Instant>,
+    /// renew: the index the next refresh is pinned to, when a read found the key at a newer
+    /// index than the hold knows (else the hold's own).
+    pin: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -240,6 +243,7 @@ impl Lock {
                 lost_write: false,
                 started: now,
                 released_at: None,
+                pin: None,
             });
             self.write(now);
         }
@@ -265,7 +269,7 @@ impl Lock {
             // Each attempt of a waiting acquire has a full budget to settle its outcome.
             running.budget_end = now + self.config.operation_timeout();
         }
-        let (kind, caller) = (running.kind, running.caller);
+        let (kind, caller, pin) = (running.kind, running.caller, running.pin);
         let member = self.pick(now);
         let request = match kind {
             Kind::Lock => self.send(member, wire::lock),
@@ -278,7 +282,21 @@ impl Lock {
             Kind::Renew if !caller && self.held.is_none() => {
                 return self.finish(Err(Error::Cancelled), now); // auto-renew after a loss
             }
-            Kind::Renew => self.send(member, wire::renew),
+            Kind::Renew => match pin.or(self.held.map(|h| h.modified)) {
+                Some(index) => {
+                    // Later attempts stay pinned there, even if the hold runs out meanwhile.
+                    if let Some(running) = self.running.as_mut() {
+                        running.pin = Some(index);
+                    }
+                    self.send(member, |e, c| wire::renew(e, c, index))
+                }
+                // No hold known (e.g. a restarted process renewing its node id's hold): never
+                // an unpinned refresh. Read the key, then refresh it pinned if it is ours.
+                None => {
+                    let key = self.config.key().as_str().to_owned();
+                    return self.resolve(now, Error::LockNotOwned { key }, now);
+                }
+            },
             Kind::Unlock { token, modified } => {
                 // Stop claiming the lock before the release can take effect anywhere.
                 let (token, modified) = match self.held.take() {
@@ -463,7 +481,9 @@ impl Lock {
                 Verdict::Done(result) => self.done(result, now),
                 // A renew needs no read to settle it: sent again, its own answer says whether
                 // the key is still ours (and only that answer extends the hold).
-                Verdict::Unknown(failure) if kind == Kind::Renew => {
+                Verdict::Unknown(failure)
+                    if kind == Kind::Renew && !matches!(failure, Error::LockNotOwned { .. }) =>
+                {
                     self.again(Kind::Renew, failure, now)
                 }
                 Verdict::Unknown(failure) => {
@@ -524,8 +544,9 @@ impl Lock {
                     }
                     match kind {
                         Kind::Acquire { .. } => self.retry_acquire(now),
-                        // An unlock's look-up read failed: that failure is the answer.
-                        LOOKUP => self.finish(Err(read_error), now),
+                        // An unlock's look-up read, or a renew's, failed: that failure is the
+                        // answer (never "not owned" for want of an answer).
+                        LOOKUP | Kind::Renew => self.finish(Err(read_error), now),
                         _ => self.finish(Err(failure), now),
                     }
                 }
@@ -757,6 +778,11 @@ impl Lock {
             ) if error.code == code::TEST_FAILED => {
                 Verdict::Unknown(Error::LockNotOwned { key: key() })
             }
+            // A refresh pinned to our hold's index failed its comparison: another holder, or a
+            // refresh of ours whose answer was lost moved the index. A read tells which.
+            (Kind::Renew, Reply::Error { error, .. }) if error.code == code::TEST_FAILED => {
+                Verdict::Unknown(Error::LockNotOwned { key: key() })
+            }
             (Kind::Unlock { .. } | Kind::Renew, Reply::Error { error, .. })
                 if error.code == code::TEST_FAILED || error.code == code::KEY_NOT_FOUND =>
             {
@@ -901,12 +927,21 @@ impl Lock {
                 Verdict::Done(Err(failure))
             }
             (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
-            // Still ours. Whether this refresh or an earlier, delayed one moved the key cannot
-            // be told apart, so no lease is credited from it: the refresh is sent again (on a
-            // working member), and only its own answer extends the hold.
-            (Kind::Renew, KeyState::Present { value, created, .. })
-                if ours(&value) && self.held.map_or(true, |h| h.fence.token == created) =>
-            {
+            // Still our hold, at the index the read saw. Whether a refresh of ours moved it
+            // cannot be told, so no lease is credited from the read: the refresh is sent again,
+            // pinned to that index, and only its own answer extends the hold.
+            (
+                Kind::Renew,
+                KeyState::Present {
+                    value,
+                    created,
+                    modified,
+                    ..
+                },
+            ) if ours(&value) && self.held.map_or(true, |h| h.fence.token == created) => {
+                if let Some(running) = self.running.as_mut() {
+                    running.pin = Some(modified);
+                }
                 Verdict::Again(Kind::Renew, failure)
             }
             (Kind::Renew, _) => {

@@ -62,10 +62,20 @@ pub(crate) fn unlock(
     request(Method::DELETE, endpoint, config, &query, None)
 }
 
-/// `PUT /v2/keys/K?prevValue=ID` with `refresh=true&ttl=T`: extend the lease only if this node
-/// holds it; value and createdIndex are kept, watchers are not notified.
-pub(crate) fn renew(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
-    let query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+/// `PUT /v2/keys/K?prevValue=ID&prevIndex=M` with `refresh=true&ttl=T`: extend the lease only
+/// if this node holds it, at the index it last saw (`M`, the hold's last `modifiedIndex`);
+/// value and createdIndex are kept, watchers are not notified.
+///
+/// Why pinned: etcd computes a refresh's new expiry when the member *receives* it. A refresh
+/// stalled without quorum and applied seconds later would set an expiry already past — and,
+/// unpinned, it would do so to a later hold of the same node id that its client believes valid
+/// (found by the simulator: two believed holders). Pinned, a late refresh can only meet the
+/// very state it was sent for.
+pub(crate) fn renew(endpoint: &Endpoint, config: &Config, prev_index: u64) -> Request<Vec<u8>> {
+    let query = format!(
+        "prevValue={}&prevIndex={prev_index}",
+        percent_encode(config.node_id().as_str())
+    );
     let body = format!("refresh=true&ttl={}", config.ttl_secs());
     request(Method::PUT, endpoint, config, &query, Some(body))
 }
@@ -396,9 +406,9 @@ mod tests {
 
     #[test]
     fn renew_request() {
-        let r = renew(&Endpoint::default(), &config("k", "x"));
+        let r = renew(&Endpoint::default(), &config("k", "x"), 12);
         assert_eq!(r.method(), Method::PUT);
-        assert_eq!(r.uri().query(), Some("prevValue=x"));
+        assert_eq!(r.uri().query(), Some("prevValue=x&prevIndex=12"));
         assert_eq!(body(&r), "refresh=true&ttl=5");
     }
 

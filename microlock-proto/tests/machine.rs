@@ -308,22 +308,100 @@ fn locked_fixture(lock: &mut Lock, v: &str, now: Instant) {
     ));
 }
 
+/// Renews the hold `lock` has, checking the request is byte-for-byte the recorded one, and
+/// feeds the recorded answer.
+fn renew_replay(lock: &mut Lock, v: &str, name: &str, now: Instant) {
+    let f = fixture(v, name);
+    lock.renew(now);
+    let (id, request) = one(lock);
+    assert_eq!(request.method().as_str(), f.method, "{v}/{name}");
+    let pq = request.uri().path_and_query().unwrap().as_str();
+    assert_eq!(
+        pq, f.path_and_query,
+        "{v}/{name}: pinned to the hold's index"
+    );
+    assert_eq!(std::str::from_utf8(request.body()).unwrap(), f.body);
+    lock.handle_response(id, f.response, now);
+}
+
 #[test]
 fn renew_answers() {
     for v in VERSIONS {
-        let (_, done) = replay(v, "renew_ok", renew_cmd);
-        let Ok(Outcome::Renewed(fence)) = done.result else {
-            panic!("{v}: {:?}", done.result)
+        // Held at index 4 (recorded): the renewal is pinned there.
+        let mut lock = Lock::new(config_lock_a());
+        let now = t0();
+        locked_fixture(&mut lock, v, now);
+        renew_replay(&mut lock, v, "renew_ok", now);
+        let Ok(Outcome::Renewed(fence)) = lock.poll_completion().unwrap().result else {
+            panic!("{v}")
         };
-        assert!(fence.token() > 0);
-        for name in ["renew_other", "renew_missing"] {
-            let (_, done) = replay(v, name, renew_cmd);
-            assert!(
-                matches!(done.result, Err(Error::LockNotOwned { .. })),
-                "{v}/{name}"
-            );
-        }
+        assert_eq!(fence.token(), 4);
+        // Its next renewal is pinned to the index the last one moved the key to (5): the key
+        // gone by then is not ours.
+        renew_replay(&mut lock, v, "renew_missing", now);
+        assert!(matches!(
+            lock.poll_completion().unwrap().result,
+            Err(Error::LockNotOwned { .. })
+        ));
+        assert!(matches!(
+            lock.poll_event(),
+            Some(Event::Lost {
+                reason: LostReason::NotOwned,
+                ..
+            })
+        ));
+
+        // node-b believes it holds at index 5, but the key is node-a's: etcd says the
+        // comparison failed; a read tells whose the key is, and it is not ours.
+        let mut lock = Lock::new(Config::new("lock", "node-b", Duration::from_secs(5)).unwrap());
+        lock.lock(now);
+        let (id, _) = one(&mut lock);
+        let body = r#"{"action":"create","node":{"key":"/lock","value":"node-b","ttl":5,"modifiedIndex":5,"createdIndex":5}}"#;
+        let created = Response::builder()
+            .status(201)
+            .body(body.as_bytes().to_vec());
+        lock.handle_response(id, created.unwrap(), now);
+        assert!(lock.poll_completion().unwrap().result.is_ok());
+        renew_replay(&mut lock, v, "renew_other", now);
+        assert!(lock.poll_completion().is_none(), "settled by a read first");
+        let mut now = now;
+        let done = settle(&mut lock, &mut now, || Some(fixture(v, "get_ok").response));
+        assert!(
+            matches!(done.result, Err(Error::LockNotOwned { .. })),
+            "{v}: {:?}",
+            done.result
+        );
     }
+}
+
+#[test]
+fn a_renew_that_knows_no_hold_reads_first_and_is_pinned() {
+    // A restarted process renews its node id's hold: never an unpinned refresh.
+    let mut lock = Lock::new(config_lock_a());
+    let now = t0();
+    lock.renew(now);
+    let (id, read) = one(&mut lock);
+    assert_eq!(read.uri().query(), Some("quorum=true"));
+    lock.handle_response(id, fixture("etcd-3.4", "get_ok").response, now);
+    let (id, renew) = one(&mut lock);
+    assert_eq!(renew.method(), "PUT");
+    assert_eq!(renew.uri().query(), Some("prevValue=node-a&prevIndex=5"));
+    lock.handle_response(id, fixture("etcd-3.4", "renew_ok").response, now);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Renewed(f)) if f.token() == 4
+    ));
+    // Its read failing is that failure, never "not owned".
+    let mut lock = Lock::new(config_lock_a());
+    lock.renew(now);
+    let (id, _) = one(&mut lock);
+    lock.handle_connect_error(id, "connection refused", now);
+    assert_eq!(
+        lock.poll_completion().unwrap().result,
+        Err(Error::Transport {
+            reason: "connection refused".into()
+        })
+    );
 }
 
 #[test]
@@ -1328,6 +1406,11 @@ fn renew_answered_not_owned_loses_the_lock() {
         Response::builder().status(412).body(body.to_vec()).unwrap(),
         at,
     );
+    // The comparison failed: a read tells whether another node holds the key now (it does).
+    assert_eq!(lock.poll_event(), None);
+    let (id, read) = one(&mut lock);
+    assert_eq!(read.uri().query(), Some("quorum=true"));
+    lock.handle_response(id, present("k", "other", 9, 9).unwrap(), at);
     assert_eq!(
         lock.poll_event(),
         Some(Event::Lost {
