@@ -80,11 +80,14 @@ integration-cluster:
 	  status=$$?; docker compose -f compose/cluster.yml down; exit $$status
 
 # Deterministic simulation: `make dst SEEDS=100000` runs more worlds (from SEED_START);
-# `MICROLOCK_SEED=123 make dst` replays one world and prints its trace.
+# `MICROLOCK_SEED=123 make dst` replays one world and prints its trace (also written to
+# target/dst-123.trace; two replays give the same bytes).
 SEEDS ?= 10000
 SEED_START ?= 0
 dst:
-	MICROLOCK_SEEDS=$(SEEDS) MICROLOCK_SEED_START=$(SEED_START) $(CARGO) test --release -p microlock-tests --test dst -- --nocapture
+	MICROLOCK_SEEDS=$(SEEDS) MICROLOCK_SEED_START=$(SEED_START) \
+	  MICROLOCK_TRACE=$(if $(MICROLOCK_SEED),$(CURDIR)/target/dst-$(MICROLOCK_SEED).trace) \
+	  $(CARGO) test --release -p microlock-tests --test dst -- --nocapture
 
 # Fuzzing (fuzz/, a cargo-fuzz crate outside the workspace). `make fuzz` runs every target for
 # FUZZ_SECONDS (on nightly, installing cargo-fuzz if missing), starting from the checked-in

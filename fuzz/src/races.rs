@@ -3,9 +3,13 @@
 //!
 //! The input chooses the world — number of clients, TTL, clock drift (within the safety
 //! margin), latency, loss of requests and of replies, duplication, partitions, pauses, crashes,
-//! closed watches, quorum losses, when faults heal — and the seed of everything random in it.
-//! Any checker finding (two believed holders, a stale token accepted, tokens going back, a
-//! silent stall, no progress after healing) is a crash, printed with its replayable seed.
+//! closed watches, quorum losses, when faults heal; the number of etcd members and their
+//! faults (deaths, restarts, hangs, lags, isolations), the request timeout and the watch
+//! liveness bound — and the seed of everything random in it. Any checker finding (two
+//! believed holders, a stale token accepted, tokens going back, a silent stall, no progress
+//! after healing, a waiter asleep past the liveness bound) is a crash, printed with its
+//! replayable seed. The member fields come last, so inputs written before them still parse
+//! (as single-member worlds without member faults).
 
 use std::time::Duration;
 
@@ -30,6 +34,15 @@ struct Schedule {
     watch_closes: u8,
     quorum_losses: u8,
     heal_secs: u8,
+    members: u8,
+    member_kills: u8,
+    member_restarts: u8,
+    member_hangs: u8,
+    member_lags: u8,
+    max_lag_ms: u16,
+    member_isolations: u8,
+    request_timeout: u8,
+    watch_liveness: u8,
 }
 
 impl Schedule {
@@ -39,10 +52,18 @@ impl Schedule {
         let min = Duration::from_micros(u64::from(self.latency_min_us % 5_000));
         let max = Duration::from_millis(1 + u64::from(self.latency_max_ms % 400)).max(min);
         let percent = |x: u8| f64::from(x % 26) / 100.0; // up to 25 %
+        let members = [1, 3, 5][usize::from(self.members % 3)];
+        let multi = members > 1;
         Params {
             clients: 2 + usize::from(self.clients % 7),
+            members,
             ttl,
             margin: ttl / 10,
+            request_timeout: Duration::from_millis(
+                [1500, 2000, 5000, 500][usize::from(self.request_timeout % 4)],
+            ),
+            watch_liveness: Duration::from_secs([4, 2, 1, 8][usize::from(self.watch_liveness % 4)]),
+            liveness_checked: None,
             // Within what the margin covers (10 % of the TTL): safety must hold.
             drift_ppm: u64::from(self.drift_ppm) % 50_001,
             latency: (min, max),
@@ -55,6 +76,20 @@ impl Schedule {
             crashes: usize::from(self.crashes % 4),
             watch_closes: usize::from(self.watch_closes % 5),
             quorum_losses: usize::from(self.quorum_losses % 3),
+            member_kills: usize::from(self.member_kills % 3),
+            member_restarts: usize::from(self.member_restarts % 4),
+            member_hangs: usize::from(self.member_hangs % 4),
+            member_lags: if multi {
+                usize::from(self.member_lags % 4)
+            } else {
+                0
+            },
+            max_lag: Duration::from_millis(50 + u64::from(self.max_lag_ms % 1951)),
+            member_isolations: if multi {
+                usize::from(self.member_isolations % 4)
+            } else {
+                0
+            },
             heal_at,
             end_at: heal_at + ttl * 3 + Duration::from_secs(10),
         }

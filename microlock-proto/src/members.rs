@@ -51,7 +51,6 @@ struct Health {
 ///     assert!(!members.is_down(0, now + Duration::from_secs(1))); // back-off over: usable again
 ///     Ok(())
 /// }
-/// # failover(Instant::now()).unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Members {

@@ -14,6 +14,17 @@
 //! (`modifiedIndex`, `createdIndex`, `index`, the numbers in a `cause`, in-order key names) is
 //! made relative to the script's first index. A mismatch prints the script, the step, the
 //! request and both responses.
+//!
+//! The second part (at the end of the file) checks the member faults of the simulated cluster
+//! (`microlock_proto::sim::cluster::SimCluster`) against a real 3-member cluster
+//! (`EtcdCluster::start(3)`): a write through one member seen by quorum reads and watches on
+//! the others; a killed member refusing connections and cutting its watches, then restarted
+//! with the same store (and its hidden attribute event); a `SIGSTOP`ped member answering
+//! nothing, then serving what it kept (a late write) and firing its watch; a stopped leader
+//! stalling a follower's write until etcd's 7 s raft timeout while a new leader serves new
+//! writes; a member partitioned from its peers (nftables, root) reading stale, timing writes
+//! out with `500` and keeping its watch silent until it rejoins. About 15 s per etcd version
+//! (the two 7 s raft timeouts run in parallel).
 
 use std::collections::BTreeMap;
 use std::thread::{self, JoinHandle};
@@ -937,4 +948,640 @@ fn expiring_directory_and_recursive_watch() {
             get("/v2/keys/tmp/b/c?wait=true&waitIndex={base+2}"),
         ],
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Member faults: the simulated cluster (`microlock_proto::sim::cluster::SimCluster`) against a
+// real 3-member cluster (`EtcdCluster::start(3)`), member i of one mirroring member i of the
+// other (the model's first leader is the real one's). Faults are real: `kill -9`, `SIGSTOP` /
+// `SIGCONT`, restart with the same data, and (when root with `nft`) a packet-filter partition.
+// Both sides run on the test's real clock. Answers are compared as above (status, headers,
+// normalised body, relative index) when both sides answer; otherwise the *kind* of outcome is
+// compared: refused connection, connection broken after sending, or no answer yet.
+
+use microlock_proto::sim::cluster::{ClusterConfig, Delivery, SimCluster};
+use microlock_tests::etcd::{try_raw_request_with_timeout, EtcdCluster};
+
+/// What one side did with a request.
+#[derive(Debug)]
+enum Outcome {
+    Answer(RawResponse),
+    /// Connection refused: never reached etcd.
+    Refused,
+    /// Broke after sending (reset, closed mid-body): outcome unknown.
+    Broken(String),
+    /// No answer (yet).
+    Silent,
+}
+
+impl Outcome {
+    fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Answer(_) => "answer",
+            Outcome::Refused => "refused",
+            Outcome::Broken(_) => "broken",
+            Outcome::Silent => "no answer",
+        }
+    }
+
+    fn answer(&self) -> Option<&RawResponse> {
+        match self {
+            Outcome::Answer(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Outcome::Answer(r) => format!("\n{}", show(r)),
+            Outcome::Broken(e) => format!("({e})"),
+            Outcome::Refused | Outcome::Silent => String::new(),
+        }
+    }
+}
+
+fn real_outcome(r: std::io::Result<RawResponse>) -> Outcome {
+    use std::io::ErrorKind;
+    match r {
+        Ok(r) => Outcome::Answer(r),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Outcome::Silent
+        }
+        Err(e) => Outcome::Broken(e.to_string()),
+    }
+}
+
+/// A real 3-member cluster and its model, side by side.
+struct Pair {
+    name: &'static str,
+    real: EtcdCluster,
+    model: SimCluster,
+    clock: Instant,
+    next_id: u64,
+    real_ctx: Ctx,
+    model_ctx: Ctx,
+    /// Model answers that came out of the cluster, by id.
+    model_done: BTreeMap<u64, Outcome>,
+    mismatches: Vec<String>,
+    steps: usize,
+}
+
+impl Pair {
+    fn start(name: &'static str, partitionable: bool) -> Pair {
+        let real = if partitionable {
+            EtcdCluster::start_partitionable(3)
+        } else {
+            EtcdCluster::start(3)
+        };
+        let leader = real.leader().expect("a fresh cluster has a leader");
+        let version = EtcdVersion::from_version_string(&real.members[0].version());
+        let t0 = Instant::now();
+        let mut config = ClusterConfig::new(3, 1);
+        config.version = version;
+        config.leader = Some(leader);
+        let mut pair = Pair {
+            name,
+            real,
+            model: SimCluster::new(t0, config),
+            clock: t0,
+            next_id: 0,
+            real_ctx: Ctx::default(),
+            model_ctx: Ctx::default(),
+            model_done: BTreeMap::new(),
+            mismatches: Vec::new(),
+            steps: 0,
+        };
+        // The base index of each side: a quorum read of the root on the leader.
+        let real = pair.real_req(leader, "GET", "/v2/keys/?quorum=true", None, 5_000);
+        let model = pair.model_req(leader, "GET", "/v2/keys/?quorum=true", None);
+        for (ctx, r) in [(&mut pair.real_ctx, &real), (&mut pair.model_ctx, &model)] {
+            let base = r
+                .answer()
+                .and_then(|r| r.header("X-Etcd-Index"))
+                .and_then(|v| v.parse().ok())
+                .expect("X-Etcd-Index of the first read");
+            *ctx = Ctx {
+                base,
+                last: base,
+                last_mod: 0,
+            };
+        }
+        pair.check("GET /v2/keys/?quorum=true (base index)", real, model);
+        pair
+    }
+
+    fn leader(&self) -> usize {
+        self.model.leader().expect("the model has a leader")
+    }
+
+    /// A follower other than `not`.
+    fn follower(&self, not: Option<usize>) -> usize {
+        let leader = self.leader();
+        (0..3)
+            .find(|&m| m != leader && Some(m) != not)
+            .expect("a follower")
+    }
+
+    fn now(&mut self) -> Instant {
+        self.clock = self.clock.max(Instant::now());
+        self.clock
+    }
+
+    /// Runs the model up to now and collects its answers.
+    fn model_advance(&mut self) {
+        let now = self.now();
+        self.model.advance(now);
+        while let Some((id, d)) = self.model.poll() {
+            let outcome = match d {
+                Delivery::Response(r) => Outcome::Answer(to_raw(r)),
+                Delivery::Refused => Outcome::Refused,
+                Delivery::Reset => Outcome::Broken("reset".into()),
+            };
+            self.model_done.insert(id, outcome);
+        }
+    }
+
+    /// Sends to model member `m`; returns the request id (its answer, if any, is collected).
+    fn model_send(&mut self, m: usize, method: &str, path: &str, body: Option<&str>) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.model.authority(m)));
+        if body.is_some() {
+            b = b.header("Content-Type", "application/x-www-form-urlencoded");
+        }
+        let request = b
+            .body(body.unwrap_or("").as_bytes().to_vec())
+            .expect("a request");
+        let now = self.now();
+        self.model.handle(id, &request, now);
+        self.model_advance();
+        id
+    }
+
+    fn model_take(&mut self, id: u64) -> Outcome {
+        self.model_advance();
+        self.model_done.remove(&id).unwrap_or(Outcome::Silent)
+    }
+
+    fn model_req(&mut self, m: usize, method: &str, path: &str, body: Option<&str>) -> Outcome {
+        let id = self.model_send(m, method, path, body);
+        self.model_take(id)
+    }
+
+    fn real_req(
+        &self,
+        m: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        timeout_ms: u64,
+    ) -> Outcome {
+        real_outcome(try_raw_request_with_timeout(
+            &self.real.members[m].client_url(),
+            method,
+            path,
+            body,
+            Duration::from_millis(timeout_ms),
+        ))
+    }
+
+    /// Starts a request on the real side in the background (a watch, or a request to a member
+    /// that may not answer for a while).
+    fn real_start(
+        &self,
+        m: usize,
+        method: &'static str,
+        path: String,
+        body: Option<&'static str>,
+        timeout_ms: u64,
+    ) -> JoinHandle<Outcome> {
+        let url = self.real.members[m].client_url();
+        thread::spawn(move || {
+            real_outcome(try_raw_request_with_timeout(
+                &url,
+                method,
+                &path,
+                body,
+                Duration::from_millis(timeout_ms),
+            ))
+        })
+    }
+
+    /// Compares two outcomes: their kinds, and both answers when both answered.
+    fn check(&mut self, label: &str, real: Outcome, model: Outcome) {
+        self.steps += 1;
+        match (&real, &model) {
+            (Outcome::Answer(r), Outcome::Answer(m)) => {
+                let diffs = compare(r, &self.real_ctx, m, &self.model_ctx);
+                if !diffs.is_empty() {
+                    self.mismatches.push(format!(
+                        "[{}] step {}: {label}\n  differences:\n    {}\n  real etcd:\n{}  model:\n{}",
+                        self.name,
+                        self.steps,
+                        diffs.join("\n    "),
+                        show(r),
+                        show(m)
+                    ));
+                }
+                self.real_ctx.learn(r);
+                self.model_ctx.learn(m);
+            }
+            (r, m) if r.kind() == m.kind() => {}
+            (r, m) => self.mismatches.push(format!(
+                "[{}] step {}: {label}\n  real etcd: {} {}\n  model: {} {}",
+                self.name,
+                self.steps,
+                r.kind(),
+                r.detail(),
+                m.kind(),
+                m.detail()
+            )),
+        }
+    }
+
+    /// One request on both sides, compared at once. A plain read waits 100 ms first: a real
+    /// follower applies a committed entry a little after the leader answered (the model's
+    /// up-to-date members apply at once).
+    fn both(&mut self, label: &str, m: usize, method: &str, path: &str, body: Option<&str>) {
+        if method == "GET" && !path.contains("quorum=true") {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let (rp, mp) = (self.real_ctx.expand(path), self.model_ctx.expand(path));
+        let real = self.real_req(m, method, &rp, body, 3_000);
+        let model = self.model_req(m, method, &mp, body);
+        self.check(&format!("{label}: {method} m{m} {path}"), real, model);
+    }
+
+    /// Expects a request on member `m` to be refused, or to get no answer within `ms`.
+    fn expect(&mut self, label: &str, m: usize, path: &str, ms: u64, kind: &str) {
+        let real = self.real_req(m, "GET", path, None, ms);
+        let model = self.model_req(m, "GET", path, None);
+        assert_eq!(model.kind(), kind, "[{}] {label}: the model", self.name);
+        self.check(&format!("{label}: GET m{m} {path}"), real, model);
+    }
+
+    /// A watch (or any request that may block) started on both sides.
+    ///
+    /// A real follower applies a committed entry a little after the leader answered the write
+    /// (the model's followers apply at once): wait for that first, so that the watch reports
+    /// the same `X-Etcd-Index` on both sides.
+    fn start_both(&mut self, m: usize, path: &str) -> (JoinHandle<Outcome>, u64) {
+        thread::sleep(Duration::from_millis(100));
+        let (rp, mp) = (self.real_ctx.expand(path), self.model_ctx.expand(path));
+        let handle = self.real_start(m, "GET", rp, None, 20_000);
+        // Let the real member park it before anything else happens.
+        thread::sleep(Duration::from_millis(100));
+        let id = self.model_send(m, "GET", &mp, None);
+        (handle, id)
+    }
+
+    fn end_both(&mut self, label: &str, (handle, id): (JoinHandle<Outcome>, u64)) {
+        let real = handle.join().expect("real request thread");
+        let model = self.model_take(id);
+        self.check(label, real, model);
+    }
+
+    fn finish(self) {
+        eprintln!(
+            "[{}] etcd {} cluster vs model: {} steps, {} mismatches",
+            self.name,
+            self.real.members[0].version(),
+            self.steps,
+            self.mismatches.len()
+        );
+        assert!(
+            self.mismatches.is_empty(),
+            "\n{} mismatch(es) between a real 3-member etcd {} and the model:\n\n{}\n",
+            self.mismatches.len(),
+            self.real.members[0].version(),
+            self.mismatches.join("\n")
+        );
+    }
+}
+
+/// Every member serves the one store: a write through one member is seen by quorum reads on
+/// the others, and a watch parked on one member fires for a write through another.
+#[test]
+fn cluster_members_share_one_store() {
+    let mut p = Pair::start("cluster_members_share_one_store", false);
+    p.both(
+        "create",
+        0,
+        "PUT",
+        "/v2/keys/c?prevExist=false",
+        Some("value=a&ttl=30"),
+    );
+    p.both(
+        "quorum read elsewhere",
+        1,
+        "GET",
+        "/v2/keys/c?quorum=true",
+        None,
+    );
+    p.both(
+        "quorum read elsewhere",
+        2,
+        "GET",
+        "/v2/keys/c?quorum=true",
+        None,
+    );
+    let watch = p.start_both(1, "/v2/keys/c?wait=true&waitIndex={last+1}");
+    p.both(
+        "write through another member",
+        2,
+        "PUT",
+        "/v2/keys/c?prevValue=a",
+        Some("value=b"),
+    );
+    p.end_both("watch on m1 sees m2's write", watch);
+    let watch = p.start_both(2, "/v2/keys/c?wait=true");
+    p.both(
+        "delete through a third",
+        0,
+        "DELETE",
+        "/v2/keys/c?prevValue=b",
+        None,
+    );
+    p.end_both("watch on m2 sees m0's delete", watch);
+    p.both("plain read", 1, "GET", "/v2/keys/c", None);
+    p.finish();
+}
+
+/// A killed member refuses connections and cuts the watches it held; the two others keep a
+/// quorum; restarted with its data it serves the same store (its attributes, published again
+/// through raft, move the index by one on both sides).
+#[test]
+fn killed_member_refuses_then_restarts_with_the_same_store() {
+    let mut p = Pair::start(
+        "killed_member_refuses_then_restarts_with_the_same_store",
+        false,
+    );
+    let f = p.follower(None);
+    let other = p.follower(Some(f));
+    p.both(
+        "create",
+        p.leader(),
+        "PUT",
+        "/v2/keys/k?prevExist=false",
+        Some("value=a"),
+    );
+    let watch = p.start_both(f, "/v2/keys/k?wait=true&waitIndex={last+1}");
+    p.real.members[f].kill();
+    let now = p.now();
+    p.model.kill(f, now);
+    p.end_both("the dead member's watch is cut", watch);
+    p.expect(
+        "a dead member refuses",
+        f,
+        "/v2/keys/k?quorum=true",
+        2_000,
+        "refused",
+    );
+    p.both(
+        "quorum without it",
+        other,
+        "PUT",
+        "/v2/keys/k?prevValue=a",
+        Some("value=b"),
+    );
+    p.real.members[f].restart();
+    p.real.members[f].wait_serving(Duration::from_secs(15));
+    let now = p.now();
+    p.model.restart(f, now);
+    p.both(
+        "the restarted member serves the store",
+        f,
+        "GET",
+        "/v2/keys/k?quorum=true",
+        None,
+    );
+    p.both(
+        "and writes",
+        f,
+        "PUT",
+        "/v2/keys/k?prevValue=b",
+        Some("value=c"),
+    );
+    p.finish();
+}
+
+/// A stopped (`SIGSTOP`) member answers nothing; what it was sent meanwhile is served when it
+/// resumes — a late write included — and its parked watch then fires for what was committed
+/// while it was stopped.
+#[test]
+fn stopped_member_answers_nothing_then_serves_what_it_kept() {
+    let mut p = Pair::start(
+        "stopped_member_answers_nothing_then_serves_what_it_kept",
+        false,
+    );
+    let f = p.follower(None);
+    let leader = p.leader();
+    p.both(
+        "create",
+        leader,
+        "PUT",
+        "/v2/keys/w?prevExist=false",
+        Some("value=a"),
+    );
+    let watch = p.start_both(f, "/v2/keys/w?wait=true&waitIndex={last+1}");
+    p.real.members[f].pause();
+    let now = p.now();
+    p.model.hang(f, now);
+    p.expect(
+        "a stopped member is silent",
+        f,
+        "/v2/keys/w?quorum=true",
+        1_000,
+        "no answer",
+    );
+    // A write sent to the stopped member waits in its socket.
+    let late_real = p.real_start(
+        f,
+        "PUT",
+        "/v2/keys/late?prevExist=false".into(),
+        Some("value=l"),
+        20_000,
+    );
+    thread::sleep(Duration::from_millis(100));
+    let late_model = p.model_send(f, "PUT", "/v2/keys/late?prevExist=false", Some("value=l"));
+    p.both(
+        "quorum without it",
+        leader,
+        "PUT",
+        "/v2/keys/w?prevValue=a",
+        Some("value=b"),
+    );
+    p.both(
+        "the late write is not applied",
+        leader,
+        "GET",
+        "/v2/keys/late?quorum=true",
+        None,
+    );
+    p.real.members[f].resume();
+    let now = p.now();
+    p.model.resume(f, now);
+    p.end_both("the stopped member's watch fires on resume", watch);
+    p.end_both(
+        "the kept write is served on resume",
+        (late_real, late_model),
+    );
+    p.both(
+        "the late write is applied",
+        leader,
+        "GET",
+        "/v2/keys/late?quorum=true",
+        None,
+    );
+    p.finish();
+}
+
+/// With its leader stopped, a 3-member cluster answers a write through a follower with
+/// etcd's `500` "Raft Internal Error" after its 7 s request timeout (whatever became of the
+/// write); meanwhile the others elect a new leader and serve new writes.
+#[test]
+fn stopped_leader_stalls_a_write_until_the_raft_timeout() {
+    let mut p = Pair::start(
+        "stopped_leader_stalls_a_write_until_the_raft_timeout",
+        false,
+    );
+    let leader = p.leader();
+    let f = p.follower(None);
+    p.real.members[leader].pause();
+    let now = p.now();
+    p.model.hang(leader, now);
+    let stalled_real = p.real_start(f, "PUT", "/v2/keys/s".into(), Some("value=x"), 20_000);
+    let stalled_model = p.model_send(f, "PUT", "/v2/keys/s", Some("value=x"));
+    let sent = Instant::now();
+    // Both elect a new leader within a few election timeouts.
+    thread::sleep(Duration::from_secs(3));
+    p.model_advance();
+    p.both(
+        "a new leader serves writes",
+        f,
+        "PUT",
+        "/v2/keys/t",
+        Some("value=y"),
+    );
+    let real = stalled_real.join().expect("real request thread");
+    let waited = sent.elapsed();
+    let model = p.model_take(stalled_model);
+    p.real.members[leader].resume();
+    for (side, outcome) in [("real etcd", &real), ("model", &model)] {
+        let Some(r) = outcome.answer() else {
+            panic!(
+                "[{}] {side}: no answer to the stalled write: {outcome:?}",
+                p.name
+            );
+        };
+        // Either committed after all (an answer as for any write), or the raft timeout.
+        if r.status == 500 {
+            let body = r.text();
+            assert!(
+                body.starts_with(
+                    "{\"errorCode\":300,\"message\":\"Raft Internal Error\",\"cause\":\"etcdserver: request timed out"
+                ),
+                "[{}] {side}: {body}",
+                p.name
+            );
+        } else {
+            assert!(
+                r.status == 201 || r.status == 200,
+                "[{}] {side}: {r:?}",
+                p.name
+            );
+        }
+    }
+    if real.answer().is_some_and(|r| r.status == 500) {
+        assert!(
+            waited >= Duration::from_millis(6_500),
+            "[{}] the real 500 came after {waited:?}, not after etcd's 7 s raft timeout",
+            p.name
+        );
+    }
+    p.finish();
+}
+
+/// A member cut off from its peers (a packet-filter partition; needs root and `nft`, which
+/// `make etcd` installs) still answers plain reads, from its frozen store; its writes end with
+/// etcd's `500` after the raft timeout; its watch stays silent until it rejoins, then fires.
+#[test]
+fn partitioned_member_reads_stale_and_times_out_writes() {
+    let mut p = Pair::start("partitioned_member_reads_stale_and_times_out_writes", true);
+    let leader = p.leader();
+    let f = p.follower(None);
+    p.both(
+        "create",
+        leader,
+        "PUT",
+        "/v2/keys/p?prevExist=false",
+        Some("value=a"),
+    );
+    // The follower has applied it before the cut.
+    thread::sleep(Duration::from_millis(200));
+    let watch = p.start_both(f, "/v2/keys/p?wait=true&waitIndex={last+1}");
+    p.real.partition(f);
+    let now = p.now();
+    p.model.isolate(f, now);
+    // What the leader had already sent on a connection the follower opened may still arrive
+    // until TCP stalls (about one retransmission timeout): let the cut take hold.
+    thread::sleep(Duration::from_millis(1_500));
+    p.both(
+        "the majority writes",
+        leader,
+        "PUT",
+        "/v2/keys/p?prevValue=a",
+        Some("value=b"),
+    );
+    p.both(
+        "the cut-off member reads stale",
+        f,
+        "GET",
+        "/v2/keys/p",
+        None,
+    );
+    let stalled_real = p.real_start(f, "PUT", "/v2/keys/q".into(), Some("value=x"), 20_000);
+    let stalled_model = p.model_send(f, "PUT", "/v2/keys/q", Some("value=x"));
+    let real = stalled_real.join().expect("real request thread");
+    let model = p.model_take(stalled_model);
+    for (side, outcome) in [("real etcd", &real), ("model", &model)] {
+        let r = outcome.answer().unwrap_or_else(|| {
+            panic!(
+                "[{}] {side}: no answer to the cut-off write: {outcome:?}",
+                p.name
+            )
+        });
+        assert_eq!(r.status, 500, "[{}] {side}: {r:?}", p.name);
+        assert!(
+            r.text().starts_with(
+                "{\"errorCode\":300,\"message\":\"Raft Internal Error\",\"cause\":\"etcdserver: request timed out"
+            ),
+            "[{}] {side}: {}",
+            p.name,
+            r.text()
+        );
+    }
+    p.model_advance();
+    assert!(
+        !p.model_done.contains_key(&watch.1),
+        "[{}] the model's watch fired while cut off",
+        p.name
+    );
+    if watch.0.is_finished() {
+        let real = watch.0.join().expect("real watch thread");
+        panic!(
+            "[{}] the real watch ended while cut off: {} {}",
+            p.name,
+            real.kind(),
+            real.detail()
+        );
+    }
+    p.real.heal(f);
+    let now = p.now();
+    p.model.rejoin(f, now);
+    p.end_both("the watch fires once the member rejoins", watch);
+    p.finish();
 }

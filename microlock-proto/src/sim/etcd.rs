@@ -46,7 +46,15 @@
 //!   `500 {"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request timed
 //!   out","index":0}`, expiry stops, plain reads and watches are still served by the member);
 //!   [`SimEtcd::close_watches`] (member shutdown: every parked watch ends with 200 and an empty
-//!   body).
+//!   body). Faults of single members of a cluster (death, hangs, lag, partitions, late
+//!   commits) are modelled on top of this store by [`crate::sim::cluster::SimCluster`], which
+//!   uses the store's member-facing extras: a `ttl` counted from when the member received the
+//!   request, a watch reporting the serving member's index, the event (index and time) that
+//!   answered each watch ([`SimEtcd::poll_watch_event`]), the index at a past time
+//!   ([`SimEtcd::index_at`]), and hidden events ([`SimEtcd::hidden_event`]).
+//! - **Bootstrap**: a fresh store of an `n`-member cluster ([`SimEtcd::new_cluster`]) starts
+//!   at index `2n + 1` ([`initial_index`]), like a fresh real cluster (checked with 1 and 3
+//!   members); a restarted member's attribute publication is one more hidden event.
 //!
 //! # Time and the fake wall clock
 //! All times are [`Instant`]s given by the caller; `start` (given to [`SimEtcd::new`]) is time
@@ -65,7 +73,8 @@
 //! - [`SimEtcd::close_watches`] ends watches with a clean empty body; a stopping etcd cuts the
 //!   connection in the middle of the (chunked) body instead.
 //! - Without quorum etcd answers `500` after about 7 s and the write may still commit later;
-//!   the model answers at once and never commits it (the simulator chooses the latency).
+//!   the store alone ([`SimEtcd::set_paused`]) answers at once and never commits it.
+//!   [`crate::sim::cluster::SimCluster`] models the 7 s and the late commits.
 //! - Headers other than `Content-Type`, `X-Etcd-Index`, `Location`, `Allow`,
 //!   `X-Content-Type-Options` and `Connection` (`X-Raft-Index`, `X-Raft-Term`,
 //!   `X-Etcd-Cluster-Id`, CORS, `Date`, `Content-Length`) are not produced.
@@ -79,6 +88,7 @@
 //!   index [`INITIAL_INDEX`] with a history that starts at 1, like a fresh etcd.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
@@ -228,8 +238,67 @@ pub struct SimEtcd {
     /// Parked watches by watched path, each list in registration order.
     watchers: BTreeMap<Vec<u8>, Vec<Watcher>>,
     watch_seq: u64,
-    completed: VecDeque<(u64, Response<Vec<u8>>)>,
+    completed: VecDeque<(u64, Response<Vec<u8>>, EventStamp)>,
     paused: bool,
+    /// The time (ns since `start`) of the operation being applied: a request's arrival or an
+    /// expiry tick. Stamps history events and completed watches.
+    op_time: i128,
+    /// Options of the request being served ([`SimEtcd::serve_with`]).
+    opts: ServeOpts,
+    /// The event that answered the last watch served from the history at once.
+    last_hit: Option<EventStamp>,
+}
+
+/// Where and when an event that completed a watch was committed: its index and the time it
+/// was applied to the store (a request's arrival, or the sync tick that expired a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventStamp {
+    /// The event's index (`modifiedIndex` of its node).
+    pub index: u64,
+    /// When it was applied.
+    pub committed: Instant,
+}
+
+/// How [`SimEtcd::serve_with`] serves one request on behalf of a member of a simulated
+/// cluster ([`crate::sim::cluster`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ServeOpts {
+    /// When the member parsed the request: a `ttl` counts from then (etcd computes the
+    /// expiry time on the member that receives the request). Default: now.
+    pub received: Option<Instant>,
+    /// The index the serving member has applied, when it is behind the store: a watch
+    /// without `waitIndex` starts after it and reports it as `X-Etcd-Index`.
+    pub member_index: Option<u64>,
+    /// Answer [`Served::Raft`] instead of applying a write or a quorum read (the member has
+    /// no quorum: the caller decides what becomes of the proposal).
+    pub defer_raft: bool,
+    /// Do not run expiry ticks up to `now` first (a replica serving a stale read).
+    pub no_advance: bool,
+}
+
+/// What a valid keys request asks for ([`SimEtcd::classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// A plain read (`GET`/`HEAD` without `quorum` or `wait`): served by the member alone.
+    Read,
+    /// A watch (`wait=true` without `quorum`).
+    Watch,
+    /// A write or a quorum read: a raft proposal.
+    Raft,
+    /// Anything answered by the HTTP layer or refused by validation.
+    Other,
+}
+
+/// What [`SimEtcd::serve_with`] did with a request.
+#[derive(Debug)]
+pub(crate) enum Served {
+    /// Answered (a watch answered from the history has its event in `hit`).
+    Now(Response<Vec<u8>>, Option<EventStamp>),
+    /// A parked watch.
+    Parked,
+    /// A write or quorum read that needs raft, and raft was deferred
+    /// ([`ServeOpts::defer_raft`]).
+    Raft,
 }
 
 #[derive(Debug, Clone)]
@@ -246,14 +315,17 @@ struct Node {
 #[derive(Debug, Clone)]
 struct HistEvent {
     index: u64,
+    /// When it was applied (ns since `start`).
+    time: i128,
     key: Vec<u8>,
     refresh: bool,
     /// One of the invisible bootstrap events of a fresh member.
     bootstrap: bool,
     /// For `delete`/`expire` of a directory: its path (etcd's `PrevNode.Dir` scan rule).
     deleted_dir: Option<Vec<u8>>,
-    /// The event as etcd encodes it, trailing newline included.
-    body: Vec<u8>,
+    /// The event as etcd encodes it, trailing newline included (shared: replicas of the
+    /// store share their history).
+    body: Arc<[u8]>,
 }
 
 #[derive(Debug, Clone)]
@@ -383,15 +455,28 @@ impl SimEtcd {
     /// A fresh cluster whose time zero is `start`, at index [`INITIAL_INDEX`], mimicking etcd
     /// 3.4 ([`EtcdVersion::V3_4`]) with 500 ms sync ticks.
     pub fn new(start: Instant) -> SimEtcd {
+        SimEtcd::with_bootstrap(start, INITIAL_INDEX)
+    }
+
+    /// A fresh store of an `members`-member cluster: its bootstrap wrote
+    /// [`initial_index(members)`](initial_index) invisible events (one member-add and one
+    /// attribute publication per member, and the cluster version), as a fresh real cluster's
+    /// members report.
+    pub fn new_cluster(start: Instant, members: usize) -> SimEtcd {
+        SimEtcd::with_bootstrap(start, initial_index(members))
+    }
+
+    fn with_bootstrap(start: Instant, events: u64) -> SimEtcd {
         let mut history = VecDeque::with_capacity(HISTORY_CAPACITY);
-        for index in 1..=INITIAL_INDEX {
+        for index in 1..=events {
             history.push_back(HistEvent {
                 index,
+                time: 0,
                 key: Vec::new(),
                 refresh: false,
                 bootstrap: true,
                 deleted_dir: None,
-                body: Vec::new(),
+                body: Arc::from(&b""[..]),
             });
         }
         SimEtcd {
@@ -399,7 +484,7 @@ impl SimEtcd {
             version: EtcdVersion::default(),
             sync_ns: DEFAULT_SYNC_INTERVAL.as_nanos() as i128,
             last_tick: 0,
-            index: INITIAL_INDEX,
+            index: events,
             nodes: BTreeMap::new(),
             ttl: BTreeSet::new(),
             ttl_seq: 0,
@@ -408,6 +493,9 @@ impl SimEtcd {
             watch_seq: 0,
             completed: VecDeque::new(),
             paused: false,
+            op_time: 0,
+            opts: ServeOpts::default(),
+            last_hit: None,
         }
     }
 
@@ -442,16 +530,151 @@ impl SimEtcd {
     /// the deadline on the member that receives the request). Never panics: any request gets
     /// an etcd-like answer.
     pub fn handle(&mut self, id: u64, req: &Request<Vec<u8>>, now: Instant) -> Reply {
-        self.advance(now);
+        match self.serve_with(id, req, now, ServeOpts::default()) {
+            Served::Now(response, _) => Reply::Now(response),
+            Served::Parked | Served::Raft => Reply::Parked,
+        }
+    }
+
+    /// [`SimEtcd::handle`] with a member's options (see [`ServeOpts`]).
+    pub(crate) fn serve_with(
+        &mut self,
+        id: u64,
+        req: &Request<Vec<u8>>,
+        now: Instant,
+        opts: ServeOpts,
+    ) -> Served {
+        if !opts.no_advance {
+            self.advance(now);
+        }
         let now_ns = self.ns(now);
-        let reply = self.serve(id, req, now_ns);
-        match reply {
+        self.op_time = now_ns;
+        self.opts = opts;
+        self.last_hit = None;
+        let served = self.serve(id, req, now_ns);
+        self.opts = ServeOpts::default();
+        match served {
             // Go's server writes no body for HEAD.
-            Reply::Now(mut response) if req.method() == Method::HEAD => {
+            Served::Now(mut response, hit) if req.method() == Method::HEAD => {
                 response.body_mut().clear();
-                Reply::Now(response)
+                Served::Now(response, hit)
             }
             other => other,
+        }
+    }
+
+    /// An event in etcd's hidden `/0` namespace at `now`, such as a restarted member
+    /// publishing its attributes: the index grows by one, and no watch of the keys API ever
+    /// sees the event (checked on etcd 3.4.23 and 3.5.1: a restarted member of a 3-member
+    /// cluster moves `X-Etcd-Index` by one).
+    pub fn hidden_event(&mut self, now: Instant) {
+        self.advance(now);
+        self.index += 1;
+        self.history.push_back(HistEvent {
+            index: self.index,
+            time: self.ns(now),
+            key: Vec::new(),
+            refresh: false,
+            bootstrap: true,
+            deleted_dir: None,
+            body: Arc::from(&b""[..]),
+        });
+        while self.history.len() > HISTORY_CAPACITY {
+            self.history.pop_front();
+        }
+    }
+
+    /// Whether the last request served was a watch answered at once from the history.
+    pub(crate) fn answered_watch(&self) -> bool {
+        self.last_hit.is_some()
+    }
+
+    /// The latest completed parked watch with the event that completed it (see
+    /// [`SimEtcd::poll_watch`]).
+    pub fn poll_watch_event(&mut self) -> Option<(u64, Response<Vec<u8>>, EventStamp)> {
+        self.completed.pop_front()
+    }
+
+    /// The store's index as it was at time `at`: the index of the last event applied at or
+    /// before `at` (bootstrap events count as applied at `start`). Exact as far back as the
+    /// history goes ([`HISTORY_CAPACITY`] events); earlier times answer the index just before
+    /// the oldest kept event.
+    pub fn index_at(&self, at: Instant) -> u64 {
+        let t = self.ns(at);
+        let after = self.history.partition_point(|e| e.time <= t);
+        match after.checked_sub(1) {
+            Some(i) => self.history[i].index,
+            None => self.history.front().map_or(self.index, |e| e.index - 1),
+        }
+    }
+
+    /// Ends the parked watch `id` as a member shutting down does (see
+    /// [`SimEtcd::close_watches`]): `200`, the `X-Etcd-Index` it started with, an empty body.
+    /// `None` when no such watch is parked.
+    pub(crate) fn close_watch(&mut self, id: u64) -> Option<Response<Vec<u8>>> {
+        let mut found = None;
+        for list in self.watchers.values_mut() {
+            if let Some(i) = list.iter().position(|w| w.id == id) {
+                found = Some(list.remove(i));
+                break;
+            }
+        }
+        self.watchers.retain(|_, list| !list.is_empty());
+        found.map(|w| json_response(200, w.start_index, Vec::new()))
+    }
+
+    /// What `req` asks for, as a member decides before serving it (no state is read).
+    pub(crate) fn classify(&self, req: &Request<Vec<u8>>) -> Class {
+        let method = req.method();
+        let path = match unescape(req.uri().path().as_bytes(), false) {
+            Ok(p) if p.is_empty() => b"/".to_vec(),
+            Ok(p) => p,
+            Err(_) => return Class::Other,
+        };
+        if *method == Method::OPTIONS
+            || mux_clean_path(&path) != path
+            || !(path == KEYS_PREFIX || path.starts_with(b"/v2/keys/"))
+            || !matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
+            )
+        {
+            return Class::Other;
+        }
+        let Ok(form) = self.parse_form(req) else {
+            return Class::Other;
+        };
+        let Ok(p) = parse_params(&form, method) else {
+            return Class::Other;
+        };
+        match *method {
+            Method::GET if p.quorum => Class::Raft,
+            Method::GET if p.wait => Class::Watch,
+            Method::GET | Method::HEAD => Class::Read,
+            _ => Class::Raft,
+        }
+    }
+
+    /// A copy of the store (nodes, TTLs, history, ticks, pause) without its parked or
+    /// completed watches: a member's replica that replays the same operations.
+    pub(crate) fn replica(&self) -> SimEtcd {
+        SimEtcd {
+            start: self.start,
+            version: self.version,
+            sync_ns: self.sync_ns,
+            last_tick: self.last_tick,
+            index: self.index,
+            nodes: self.nodes.clone(),
+            ttl: self.ttl.clone(),
+            ttl_seq: self.ttl_seq,
+            history: self.history.clone(),
+            watchers: BTreeMap::new(),
+            watch_seq: self.watch_seq,
+            completed: VecDeque::new(),
+            paused: self.paused,
+            op_time: self.op_time,
+            opts: ServeOpts::default(),
+            last_hit: None,
         }
     }
 
@@ -476,7 +699,7 @@ impl SimEtcd {
 
     /// The next completed parked watch, in completion order: the request id and its response.
     pub fn poll_watch(&mut self) -> Option<(u64, Response<Vec<u8>>)> {
-        self.completed.pop_front()
+        self.completed.pop_front().map(|(id, r, _)| (id, r))
     }
 
     /// The client gave up on request `id`: forget its parked watch, and its completed response
@@ -486,7 +709,7 @@ impl SimEtcd {
             list.retain(|w| w.id != id);
         }
         self.watchers.retain(|_, list| !list.is_empty());
-        self.completed.retain(|(done, _)| *done != id);
+        self.completed.retain(|(done, _, _)| *done != id);
     }
 
     /// Fault: the member shuts down its watches. Every parked watch ends, in the order they
@@ -569,50 +792,55 @@ impl SimEtcd {
         t.saturating_duration_since(self.start).as_nanos() as i128
     }
 
-    fn serve(&mut self, id: u64, req: &Request<Vec<u8>>, now: i128) -> Reply {
+    fn serve(&mut self, id: u64, req: &Request<Vec<u8>>, now: i128) -> Served {
         let method = req.method();
         // Go's server decodes the path while parsing the request line.
         let path = match unescape(req.uri().path().as_bytes(), false) {
             Ok(p) if p.is_empty() => b"/".to_vec(),
             Ok(p) => p,
-            Err(_) => return Reply::Now(go_bad_request()),
+            Err(_) => return Served::Now(go_bad_request(), None),
         };
         // etcd's CORS wrapper answers every OPTIONS request (a preflight) itself.
         if *method == Method::OPTIONS {
-            return Reply::Now(build(200, &[], Vec::new()));
+            return Served::Now(build(200, &[], Vec::new()), None);
         }
         // Go's ServeMux redirects unclean paths.
         let clean = mux_clean_path(&path);
         if clean != path {
-            return Reply::Now(redirect(method, &clean, req.uri().query()));
+            return Served::Now(redirect(method, &clean, req.uri().query()), None);
         }
         if !(path == KEYS_PREFIX || path.starts_with(b"/v2/keys/")) {
-            return Reply::Now(plain_error(404, "404 page not found\n", &[]));
+            return Served::Now(plain_error(404, "404 page not found\n", &[]), None);
         }
         if !matches!(
             *method,
             Method::GET | Method::HEAD | Method::PUT | Method::POST | Method::DELETE
         ) {
-            return Reply::Now(plain_error(
-                405,
-                "Method Not Allowed\n",
-                &[("allow", "HEAD,GET,PUT,POST,DELETE")],
-            ));
+            return Served::Now(
+                plain_error(
+                    405,
+                    "Method Not Allowed\n",
+                    &[("allow", "HEAD,GET,PUT,POST,DELETE")],
+                ),
+                None,
+            );
         }
         let form = match self.parse_form(req) {
             Ok(form) => form,
-            Err(cause) => return Reply::Now(EtcdError::new(E_INVALID_FORM, cause, 0).response()),
+            Err(cause) => {
+                return Served::Now(EtcdError::new(E_INVALID_FORM, cause, 0).response(), None)
+            }
         };
         let params = match parse_params(&form, method) {
             Ok(p) => p,
-            Err(e) => return Reply::Now(e.response()),
+            Err(e) => return Served::Now(e.response(), None),
         };
         let mut key = b"/".to_vec();
         key.extend_from_slice(&path[KEYS_PREFIX.len()..]);
         let key = path_clean(&key);
         match self.dispatch(id, method, &key, &params, now) {
-            Ok(reply) => reply,
-            Err(e) => Reply::Now(e.response()),
+            Ok(served) => served,
+            Err(e) => Served::Now(e.response(), None),
         }
     }
 
@@ -659,9 +887,12 @@ impl SimEtcd {
         key: &[u8],
         p: &Params,
         now: i128,
-    ) -> Result<Reply, EtcdError> {
+    ) -> Result<Served, EtcdError> {
         let through_raft = *method != Method::GET && *method != Method::HEAD
             || (*method == Method::GET && p.quorum);
+        if through_raft && self.opts.defer_raft {
+            return Ok(Served::Raft);
+        }
         if through_raft && self.paused {
             return Err(EtcdError::new(
                 E_RAFT_INTERNAL,
@@ -669,10 +900,42 @@ impl SimEtcd {
                 0,
             ));
         }
-        let expire = p.ttl.map(|ttl| {
-            // Go: time.Now().Add(time.Duration(ttl) * time.Second), wrapping like Go.
-            now + i128::from((ttl as i64).wrapping_mul(1_000_000_000))
-        });
+        if through_raft {
+            // A failed write (412, 404, ...) went through raft too: its answer also waits for
+            // the member to apply it.
+            return match self.apply(id, method, key, p, now) {
+                Ok(served) => Ok(served),
+                Err(e) => Ok(Served::Now(e.response(), Some(self.stamp_now()))),
+            };
+        }
+        self.apply(id, method, key, p, now)
+    }
+
+    /// The store's current index, applied now.
+    fn stamp_now(&self) -> EventStamp {
+        EventStamp {
+            index: self.index,
+            committed: self.start + duration_from_nanos(self.op_time),
+        }
+    }
+
+    /// Applies one validated request (etcd's `applierV2store`).
+    fn apply(
+        &mut self,
+        id: u64,
+        method: &Method,
+        key: &[u8],
+        p: &Params,
+        now: i128,
+    ) -> Result<Served, EtcdError> {
+        let through_raft = *method != Method::GET && *method != Method::HEAD
+            || (*method == Method::GET && p.quorum);
+        // Go: time.Now().Add(time.Duration(ttl) * time.Second), wrapping like Go, on the member
+        // that parsed the request.
+        let received = self.opts.received.map_or(now, |r| self.ns(r));
+        let expire = p
+            .ttl
+            .map(|ttl| received + i128::from((ttl as i64).wrapping_mul(1_000_000_000)));
         let ev = match *method {
             Method::GET if !p.quorum && p.wait => {
                 return self.watch(id, key, p.recursive, p.wait_index);
@@ -710,11 +973,12 @@ impl SimEtcd {
         let bare = p.no_value_on_success
             && matches!(ev.action, "set" | "compareAndSwap" | "create" | "update");
         let status = if ev.is_created() { 201 } else { 200 };
-        Ok(Reply::Now(json_response(
-            status,
-            ev.etcd_index,
-            ev.body(bare),
-        )))
+        // An answer through raft is sent once the serving member has applied the entry.
+        let applied = through_raft.then(|| self.stamp_now());
+        Ok(Served::Now(
+            json_response(status, ev.etcd_index, ev.body(bare)),
+            applied,
+        ))
     }
 
     // ----------------------------------------------------------------------------------------
@@ -894,11 +1158,12 @@ impl SimEtcd {
         };
         self.history.push_back(HistEvent {
             index: ev.index,
+            time: self.op_time,
             key: ev.key.clone(),
             refresh,
             bootstrap: false,
             deleted_dir,
-            body: body.clone(),
+            body: Arc::from(&body[..]),
         });
         while self.history.len() > HISTORY_CAPACITY {
             self.history.pop_front();
@@ -937,9 +1202,13 @@ impl SimEtcd {
         if list.is_empty() {
             self.watchers.remove(path);
         }
+        let stamp = EventStamp {
+            index: ev.index,
+            committed: self.start + duration_from_nanos(self.op_time),
+        };
         for (id, start_index) in fired {
             self.completed
-                .push_back((id, json_response(200, start_index, body.to_vec())));
+                .push_back((id, json_response(200, start_index, body.to_vec()), stamp));
         }
     }
 
@@ -970,8 +1239,9 @@ impl SimEtcd {
         key: &[u8],
         recursive: bool,
         wait_index: u64,
-    ) -> Result<Reply, EtcdError> {
-        let store_index = self.index;
+    ) -> Result<Served, EtcdError> {
+        // A member behind the store starts from (and reports) the index it has applied.
+        let store_index = self.opts.member_index.unwrap_or(self.index);
         let since = if wait_index == 0 {
             store_index + 1
         } else {
@@ -999,7 +1269,13 @@ impl SimEtcd {
                             || e.deleted_dir.as_ref().is_some_and(|d| key.starts_with(d)))
                 });
                 if let Some(e) = found {
-                    return Ok(Reply::Now(json_response(200, store_index, e.body.clone())));
+                    let hit = EventStamp {
+                        index: e.index,
+                        committed: self.start + duration_from_nanos(e.time),
+                    };
+                    self.last_hit = Some(hit);
+                    let response = json_response(200, store_index, e.body.to_vec());
+                    return Ok(Served::Now(response, Some(hit)));
                 }
             }
         }
@@ -1014,7 +1290,7 @@ impl SimEtcd {
                 since,
                 start_index: store_index,
             });
-        Ok(Reply::Parked)
+        Ok(Served::Parked)
     }
 
     /// etcd's `internalCreate`: creates missing parent directories (with the new index, no
@@ -1347,6 +1623,8 @@ impl SimEtcd {
 
     /// etcd's `store.DeleteExpiredKeys(cutoff)`, run at tick time `tick` (ns since start).
     fn expire_at(&mut self, tick: i128) {
+        let saved = self.op_time;
+        self.op_time = tick;
         while let Some((deadline, _, path)) = self.ttl.first().cloned() {
             if deadline > tick {
                 break;
@@ -1383,7 +1661,23 @@ impl SimEtcd {
             };
             self.commit(ev, false, &removed);
         }
+        self.op_time = saved;
     }
+}
+
+/// etcd's answer to a proposal that was not applied within its request timeout (`500`,
+/// `errorCode` 300 "Raft Internal Error", `index` 0) with one of etcd's causes:
+/// `"etcdserver: request timed out"`, `"etcdserver: request timed out, possibly due to previous
+/// leader failure"`, `"etcdserver: request timed out, possibly due to connection lost"`.
+pub fn raft_timeout_response(cause: &str) -> Response<Vec<u8>> {
+    EtcdError::new(E_RAFT_INTERNAL, cause, 0).response()
+}
+
+/// The `X-Etcd-Index` of a fresh `members`-member etcd 3.4/3.5 cluster: its bootstrap wrote
+/// one member-add and one attribute publication per member, and the cluster version
+/// (1 member: [`INITIAL_INDEX`] = 3; 3 members: 7).
+pub const fn initial_index(members: usize) -> u64 {
+    2 * members as u64 + 1
 }
 
 /// etcd's `node.Compare` and `getCompareFailCause`.

@@ -1,6 +1,16 @@
-//! Deterministic simulation support (feature `sim`): an in-memory etcd v2 model that answers
-//! the machine's requests as real etcd does ([`etcd`]), and a seeded world of clients,
-//! network faults, clock drift, pauses and crashes with safety checkers ([`dst`]).
+//! Deterministic simulation support (feature `sim`):
+//!
+//! - [`etcd`]: an in-memory etcd v2 store that answers the machine's requests as real etcd does,
+//!   byte for byte ([`etcd::SimEtcd`]);
+//! - [`cluster`]: a cluster of N members sharing that store, with the faults of single members —
+//!   death, hangs, restarts, lag, members cut off from their peers — and the loss of quorum
+//!   that follows from a majority failing ([`cluster::SimCluster`]);
+//! - [`dst`]: a seeded world of lock clients on such a cluster, with network faults, clock
+//!   drift, pauses and crashes, and safety and liveness checkers ([`dst::run`]).
+//!
+//! All three are pure: time is an argument, randomness comes from a seed, and the same calls
+//! give the same answers (and the same trace) in every process.
 
+pub mod cluster;
 pub mod dst;
 pub mod etcd;
