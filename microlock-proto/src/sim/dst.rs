@@ -102,6 +102,7 @@ use http::{Request, Response};
 
 use crate::rng::Rng;
 use crate::sim::cluster::{ClusterConfig, Delivery, MemberState, NoteKind, SimCluster};
+use crate::sim::logs::Logs;
 use crate::{Completion, Config, Endpoint, Error, Event, Lock, Outcome, RequestId};
 
 /// The lock key every client of a world contends for.
@@ -574,6 +575,8 @@ struct World {
     /// The last lines (time, text), rendered when the report is made.
     tail: VecDeque<(Duration, String)>,
     full: Option<Vec<(Duration, String)>>,
+    /// The machines' `tracing` events (replay only), written into `full` after each input.
+    logs: Option<Logs>,
     before_violation: Vec<(Duration, String)>,
     acquisitions: usize,
     acquisitions_after_heal: usize,
@@ -629,6 +632,7 @@ fn play(seed: u64, params: &Params, epoch: Instant, keep_trace: bool) -> Report 
         trace_hash: 0xcbf2_9ce4_8422_2325,
         tail: VecDeque::new(),
         full: keep_trace.then(Vec::new),
+        logs: keep_trace.then(Logs::default),
         before_violation: Vec::new(),
         acquisitions: 0,
         acquisitions_after_heal: 0,
@@ -642,6 +646,8 @@ fn play(seed: u64, params: &Params, epoch: Instant, keep_trace: bool) -> Report 
         member_since: vec![Duration::ZERO; params.members.max(1)],
         bound: params.liveness_bound(),
     };
+    // A replay collects the machines' events (this thread only, for this world only).
+    let _logging = w.logs.as_ref().map(Logs::install);
     w.setup(seed);
     w.run_loop();
     let render = |lines: Vec<(Duration, String)>| -> Vec<String> {
@@ -1392,6 +1398,13 @@ impl World {
 
     /// Carries out what a client's machine asks, and reacts to its completions and events.
     fn drain(&mut self, client: usize) {
+        // What the machine logged for the input just given (replay only; not hashed, so a
+        // replay's checks are the same as a run's).
+        if let (Some(logs), Some(full)) = (self.logs.as_ref(), self.full.as_mut()) {
+            for line in logs.take() {
+                full.push((self.now, format!("c{client} {line}")));
+            }
+        }
         let incarnation = self.clients[client].incarnation;
         while let Some(rid) = self.clients[client].lock.poll_cancel() {
             if let Some(out) = self.clients[client].out.remove(&rid.as_raw()) {

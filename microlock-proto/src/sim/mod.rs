@@ -6,7 +6,8 @@
 //!   death, hangs, restarts, lag, members cut off from their peers — and the loss of quorum
 //!   that follows from a majority failing ([`cluster::SimCluster`]);
 //! - [`dst`]: a seeded world of lock clients on such a cluster, with network faults, clock
-//!   drift, pauses and crashes, and safety and liveness checkers ([`dst::run`]).
+//!   drift, pauses and crashes, and safety and liveness checkers ([`dst::run`]); a replayed
+//!   world's trace also holds the machines' `tracing` events at their virtual time.
 //!
 //! All three are pure: time is an argument, randomness comes from a seed, and the same calls
 //! give the same answers (and the same trace) in every process.
@@ -14,3 +15,4 @@
 pub mod cluster;
 pub mod dst;
 pub mod etcd;
+mod logs;
