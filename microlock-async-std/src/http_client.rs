@@ -5,24 +5,35 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
-use async_std::io::{BufReader, Read, ReadExt};
+use async_std::io::{Read, ReadExt};
 use async_std::net::TcpStream;
 use microlock_proto::driver::Failure;
 use microlock_proto::http::header::CONTENT_TYPE;
-use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use microlock_proto::MAX_RESPONSE_BYTES;
 use surf::http::headers::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use surf::http::{Body, Method, Url};
+use surf::http::{Method, Url};
 
-/// surf over a keep-alive pool of HTTP/1.1 connections.
+/// surf over a keep-alive pool of HTTP/1.1 connections. Cheap to clone.
 #[derive(Clone, Debug)]
-pub(crate) struct HttpClient(surf::Client);
+pub(crate) struct HttpClient(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    surf: surf::Client,
+    /// Each member's origin (`scheme`, `host:port`), parsed once: a request's URL is a copy of
+    /// it with the request's path and query.
+    origins: Mutex<Vec<(String, String, Url)>>,
+}
 
 impl HttpClient {
     pub(crate) fn new() -> HttpClient {
-        HttpClient(surf::Client::with_http_client(Pool::default()))
+        HttpClient(Arc::new(Inner {
+            surf: surf::Client::with_http_client(Pool::default()),
+            origins: Mutex::default(),
+        }))
     }
 
     /// Sends `request` and reads the body, stopping one byte past the machine's bound (the
@@ -32,8 +43,8 @@ impl HttpClient {
         &self,
         request: Request<Vec<u8>>,
     ) -> Result<Response<Vec<u8>>, Failure> {
-        let request = to_surf(request).map_err(Failure::Connect)?;
-        let mut response = self.0.send(request).await.map_err(|e| {
+        let request = self.to_surf(request).map_err(Failure::Connect)?;
+        let mut response = self.0.surf.send(request).await.map_err(|e| {
             if e.downcast_ref::<ConnectFailed>().is_some() {
                 Failure::Connect(describe(e))
             } else {
@@ -41,15 +52,10 @@ impl HttpClient {
             }
         })?;
         let lost = |e: &dyn std::fmt::Display| Failure::Lost(e.to_string());
-        let mut bytes = Vec::new();
-        response
-            .take_body()
-            .take(MAX_RESPONSE_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .await
-            .map_err(|e| lost(&e))?;
-        let status = StatusCode::from_u16(response.status().into()).map_err(|e| lost(&e))?;
-        let mut out = Response::builder().status(status);
+        // The pool has read the body already.
+        let bytes = response.body_bytes().await.map_err(|e| lost(&e))?;
+        let mut out = Response::new(bytes);
+        *out.status_mut() = StatusCode::from_u16(response.status().into()).map_err(|e| lost(&e))?;
         for (name, values) in response.iter() {
             for value in values {
                 // Skips only what `http` cannot hold, e.g. async-h1's stand-in `Date` (it ends in
@@ -57,11 +63,11 @@ impl HttpClient {
                 let name = HeaderName::from_bytes(name.as_str().as_bytes());
                 let value = HeaderValue::from_str(value.as_str());
                 if let (Ok(name), Ok(value)) = (name, value) {
-                    out = out.header(name, value);
+                    out.headers_mut().append(name, value);
                 }
             }
         }
-        out.body(bytes).map_err(|e| lost(&e))
+        Ok(out)
     }
 }
 
@@ -81,23 +87,49 @@ impl std::error::Error for ConnectFailed {
     }
 }
 
-/// The same request for surf: method, URI, headers, body (and no header surf would add).
-fn to_surf(request: Request<Vec<u8>>) -> Result<surf::Request, String> {
-    let (parts, body) = request.into_parts();
-    let method: Method = parts.method.as_str().parse().map_err(describe)?;
-    let url = Url::parse(&parts.uri.to_string()).map_err(|e| e.to_string())?;
-    let mut out = surf::http::Request::new(method, url);
-    for (name, value) in &parts.headers {
-        let value = value.to_str().map_err(|e| format!("header {name}: {e}"))?;
-        out.append_header(name.as_str(), value);
-    }
-    if !body.is_empty() {
-        out.set_body(body);
-        if !parts.headers.contains_key(CONTENT_TYPE) {
-            out.remove_header(CONTENT_TYPE.as_str()); // set_body's application/octet-stream
+impl HttpClient {
+    /// The same request for surf: method, URI, headers, body (and no header surf would add).
+    fn to_surf(&self, request: Request<Vec<u8>>) -> Result<surf::Request, String> {
+        let (parts, body) = request.into_parts();
+        let method: Method = parts.method.as_str().parse().map_err(describe)?;
+        let mut out = surf::http::Request::new(method, self.url(&parts.uri)?);
+        for (name, value) in &parts.headers {
+            let value = value.to_str().map_err(|e| format!("header {name}: {e}"))?;
+            out.append_header(name.as_str(), value);
         }
+        if !body.is_empty() {
+            out.set_body(body);
+            if !parts.headers.contains_key(CONTENT_TYPE) {
+                out.remove_header(CONTENT_TYPE.as_str()); // set_body's application/octet-stream
+            }
+        }
+        Ok(out.into())
     }
-    Ok(out.into())
+
+    /// `uri` as a `Url`. Parsing a whole URL was the largest cost of a request in this crate
+    /// (some 8,000 instructions): only the origin is parsed, once per member.
+    fn url(&self, uri: &Uri) -> Result<Url, String> {
+        let scheme = uri.scheme_str().unwrap_or_default();
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let mut origins = self
+            .0
+            .origins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut url = match origins.iter().find(|o| o.0 == scheme && o.1 == authority) {
+            Some(origin) => origin.2.clone(),
+            None => {
+                let url =
+                    Url::parse(&format!("{scheme}://{authority}")).map_err(|e| e.to_string())?;
+                origins.push((scheme.to_owned(), authority.to_owned(), url.clone()));
+                url
+            }
+        };
+        drop(origins);
+        url.set_path(uri.path());
+        url.set_query(uri.query());
+        Ok(url)
+    }
 }
 
 /// An error and its chain of causes, on one line.
@@ -105,14 +137,12 @@ fn describe(error: surf::Error) -> String {
     format!("{error:#}")
 }
 
-type Idle = Arc<Mutex<HashMap<(String, u16), Vec<TcpStream>>>>;
-
 /// Idle connections by host and port. A connection goes back only once its response was read to
-/// the end; a request dropped earlier (aborted, timed out, a body past the bound) closes it, so
-/// a late answer can never be read as the next request's. (surf's own `h1-client` pool puts such
-/// a connection back.)
+/// the end; a request dropped earlier (aborted, timed out) or a body past the bound closes it,
+/// so a late answer can never be read as the next request's. (surf's own `h1-client` pool puts
+/// such a connection back.)
 #[derive(Debug, Default)]
-struct Pool(Idle);
+struct Pool(Mutex<HashMap<(String, u16), Vec<TcpStream>>>);
 
 impl surf::HttpClient for Pool {
     fn send<'a, 'b>(
@@ -128,14 +158,18 @@ impl surf::HttpClient for Pool {
 }
 
 impl Pool {
+    /// One request and its whole response, body included (at most one byte past the machine's
+    /// bound), on an idle connection or a new one.
     async fn exchange(&self, request: surf::http::Request) -> surf::Result<surf::http::Response> {
         let url = request.url();
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let stream = match self.take_idle(&host, port) {
+        let key = (
+            url.host_str().unwrap_or_default().to_owned(),
+            url.port_or_known_default().unwrap_or(80),
+        );
+        let stream = match self.take_idle(&key) {
             Some(stream) => stream,
             None => {
-                let stream = TcpStream::connect((host.as_str(), port))
+                let stream = TcpStream::connect((key.0.as_str(), key.1))
                     .await
                     .map_err(|e| {
                         surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
@@ -151,47 +185,28 @@ impl Pool {
             && (response.header(CONTENT_LENGTH).is_some()
                 || response.header(TRANSFER_ENCODING).is_some());
         let body = response.take_body();
-        let len = body.len();
-        let recycle = Recycle {
-            body,
-            back: reusable.then(|| (self.0.clone(), (host, port), stream)),
-        };
-        response.set_body(Body::from_reader(BufReader::new(recycle), len));
+        let mut bytes = Vec::with_capacity(body.len().unwrap_or(0).min(MAX_RESPONSE_BYTES + 1));
+        body.take(MAX_RESPONSE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await?;
+        if reusable && bytes.len() <= MAX_RESPONSE_BYTES {
+            // Read to its end: the connection is at the next response's start.
+            let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.entry(key).or_default().push(stream);
+        }
+        response.set_body(bytes);
         Ok(response)
     }
 
     /// An idle connection to `host:port` that the server has not closed meanwhile.
-    fn take_idle(&self, host: &str, port: u16) -> Option<TcpStream> {
+    fn take_idle(&self, key: &(String, u16)) -> Option<TcpStream> {
         let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let streams = idle.get_mut(&(host.to_owned(), port))?;
+        let streams = idle.get_mut(key)?;
         let waker = Waker::from(Arc::new(NoWake));
         let mut cx = Context::from_waker(&waker);
         // Still open and silent: a read would wait.
         streams.retain_mut(|s| Pin::new(s).poll_read(&mut cx, &mut [0]).is_pending());
         streams.pop()
-    }
-}
-
-/// A response body that gives its connection back to the pool when read to the end.
-struct Recycle {
-    body: Body,
-    back: Option<(Idle, (String, u16), TcpStream)>,
-}
-
-impl Read for Recycle {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.body).poll_read(cx, buf))?;
-        if n == 0 && !buf.is_empty() {
-            if let Some((idle, key, stream)) = self.back.take() {
-                let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.entry(key).or_default().push(stream);
-            }
-        }
-        Poll::Ready(Ok(n))
     }
 }
 

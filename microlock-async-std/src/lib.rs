@@ -28,9 +28,11 @@
 //! [`microlock_proto::driver::Driver`].
 //!
 //! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). The part of this
-//! crate that is specific to a runtime is small: its driver loop (`driver.rs`) is 86 lines of
-//! code, the whole crate about 480 (the public API, the same as microlock-tokio's, and an
-//! HTTP/1.1 connection pool), so an adapter for smol or another runtime is a short file of the
+//! crate that is specific to a runtime is small: its driver (`driver.rs`) is about 280 lines of
+//! code (the loop, and its sharing with the callers waiting for an answer: a caller in
+//! `block_on` is off the executor's threads, and reads its answer itself rather than wait for a
+//! wake-up from one), the whole crate about 730 (the public API, the same as microlock-tokio's,
+//! and an HTTP/1.1 connection pool), so an adapter for smol or another runtime is a file of the
 //! same shape.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -50,7 +52,7 @@ pub use microlock_proto::{
 };
 use microlock_proto::{Lock, Outcome};
 
-use crate::driver::{Command, Input, Reply, Shared, SharedMembers};
+use crate::driver::{Caller, Command, Driving, Input, Reply, Shared, SharedMembers};
 pub use crate::guard::LockGuard;
 use crate::guard::RenewClaim;
 use crate::http_client::HttpClient;
@@ -139,6 +141,7 @@ impl Default for Etcd {
 #[derive(Debug)]
 pub struct Microlock {
     inputs: Sender<Input>,
+    driving: Driving,
     config: Config,
     shared: Shared,
 }
@@ -179,12 +182,12 @@ impl Microlock {
             etcd.client.clone(),
             etcd.members.clone(),
             shared.clone(),
-            inputs.clone(),
             receiver,
         );
-        async_std::task::spawn(tracing::Instrument::instrument(driver, span));
+        let driving = Driving::spawn(tracing::Instrument::instrument(driver, span));
         Ok(Microlock {
             inputs,
+            driving,
             config,
             shared,
         })
@@ -224,13 +227,14 @@ impl Microlock {
     /// released).
     pub async fn acquire(&self, timeout: Duration) -> Result<Fence, Error> {
         let (sender, receiver) = channel::bounded(1);
+        let caller = self.driving.caller();
         self.send(Command::Acquire(timeout, sender))?;
         let waiting = CancelOnDrop {
             lock: self,
             receiver,
             answered: false,
         };
-        waiting.answer().await?.into_fence()
+        waiting.answer(caller).await?.into_fence()
     }
 
     /// Acquires the lock (waiting up to `timeout`) and returns a [`LockGuard`] that owns it:
@@ -306,8 +310,9 @@ impl Microlock {
 
     async fn run(&self, command: fn(Reply) -> Command) -> Result<Outcome, Error> {
         let (sender, receiver) = channel::bounded(1);
+        let caller = self.driving.caller();
         self.send(command(sender))?;
-        receiver.recv().await.map_err(|_| Error::Destroyed)?
+        caller.wait(&receiver).await.map_err(|_| Error::Destroyed)?
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
@@ -317,8 +322,8 @@ impl Microlock {
 
 impl Drop for Microlock {
     fn drop(&mut self) {
-        // The driver's channel also carries finished requests, so it never closes while a
-        // request runs: the driver stops on this command, not on the channel's closure.
+        // `Events` hold senders too, so the channel may stay open: the driver stops on this
+        // command, not on the channel's closure.
         self.destroy();
     }
 }
@@ -332,8 +337,8 @@ struct CancelOnDrop<'a> {
 }
 
 impl CancelOnDrop<'_> {
-    async fn answer(mut self) -> Result<Outcome, Error> {
-        let result = self.receiver.recv().await;
+    async fn answer(mut self, caller: Caller<'_>) -> Result<Outcome, Error> {
+        let result = caller.wait(&self.receiver).await;
         self.answered = true;
         result.map_err(|_| Error::Destroyed)?
     }

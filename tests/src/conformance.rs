@@ -381,6 +381,21 @@ macro_rules! conformance_suite {
                 assert_eq!(inspect::value(&url(), &key).as_deref(), Some("node-a"));
             }
 
+            // ----- connections ---------------------------------------------------------------
+
+            #[$test]
+            async fn lock_unlock_cycles_keep_one_connection_alive() {
+                let proxy = $crate::proxy::CountingProxy::start(&url());
+                let etcd = Etcd::new([proxy.url.clone()]).unwrap();
+                let key = unique_key("keepalive");
+                let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
+                for _ in 0..50 {
+                    a.lock().await.unwrap();
+                    a.unlock().await.unwrap();
+                }
+                assert_eq!(proxy.accepted(), 1, "50 lock/unlock cycles, one connection");
+            }
+
             // ----- failures are never contention --------------------------------------------
 
             #[$test]

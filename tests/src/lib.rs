@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod fenced;
 pub mod inspect;
 pub mod node;
+pub mod proxy;
 pub mod rt;
 
 mod conformance;
