@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
+pub mod chaos;
 pub mod etcd;
 pub mod fenced;
 pub mod inspect;
