@@ -405,8 +405,8 @@ impl Config {
     }
 
     /// The time budget of one `lock`, `unlock` or `renew`: its attempts move from member to
-    /// member (a failed member is skipped) until one gives a clear answer, and no new attempt
-    /// starts after the budget. So a caller hears back within `operation_timeout` plus one
+    /// member (a failed member is skipped) until one gives a clear answer; no new attempt starts
+    /// after the budget, nor after four attempts per member. So a caller hears back within `operation_timeout` plus one
     /// [`request_timeout`](Config::with_request_timeout) (a read that settles a last lost
     /// answer), or at once when every member refused the connection. The error is then the
     /// last attempt's ([`Error::Timeout`], [`Error::Transport`], or etcd's own). Default: four

@@ -27,6 +27,10 @@ use crate::observe;
 use crate::wire::{self, code, KeyState, Reply};
 use crate::Error;
 
+/// A command gives up after this many attempts per member (or its budget, whichever ends
+/// first): a member that fails fast (a reset, a 5xx) is not hammered for a long budget.
+const ATTEMPTS_PER_MEMBER: u32 = 4;
+
 /// The shortest time a renew's attempt is given, however close its hold is to expiring.
 const MIN_RENEW_ATTEMPT: Duration = Duration::from_millis(100);
 
@@ -390,12 +394,13 @@ impl Lock {
 
     /// Goes on after a failed attempt with `then`, on the member [`Members`](crate::Members)
     /// picks: the first time at once if a member is up, then after a pause doubling from the
-    /// first watch retry delay to the largest. Returns `false` (doing nothing) when that would start an attempt
-    /// after the budget.
+    /// first watch retry delay to the largest. Returns `false` (doing nothing) when that would
+    /// start an attempt after the budget, or past [`ATTEMPTS_PER_MEMBER`] per member.
     fn go_on(&mut self, then: Then, now: Instant) -> bool {
         let (min, max) = self.config.watch_retry();
         // With every member failing, even the first retry waits (no member to move to).
         let all_down = self.members.all_down_until(now).is_some();
+        let most = ATTEMPTS_PER_MEMBER.saturating_mul(self.members.len() as u32);
         let Some(running) = self.running.as_mut() else {
             return false;
         };
@@ -406,7 +411,7 @@ impl Lock {
                 .min(max),
         };
         let at = now + pause;
-        if now >= running.budget_end || at > running.budget_end {
+        if now >= running.budget_end || at > running.budget_end || running.retries >= most {
             return false;
         }
         running.retries += 1;

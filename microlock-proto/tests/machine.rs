@@ -1074,8 +1074,9 @@ fn lost_unlock_answers_are_settled() {
         || Again::Fail("reset"),
     );
     assert!(matches!(done.result, Err(Error::Transport { .. })));
+    // The only member failed fast, four times: given up well within the budget.
     let budget = config_k().operation_timeout();
-    assert!(now >= t + budget / 2 && now <= t + budget, "{:?}", now - t);
+    assert!(now <= t + budget, "{:?}", now - t);
 }
 
 #[test]
