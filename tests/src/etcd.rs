@@ -477,7 +477,7 @@ impl EtcdServer {
         loop {
             self.check_running()?;
             if matches!(
-                request_with_timeout(&self.client_url(), "GET", "/version", None, PROBE_TIMEOUT),
+                try_raw_request_with_timeout(&self.client_url(), "GET", "/version", None, PROBE_TIMEOUT),
                 Ok(r) if r.status == 200
             ) {
                 return Ok(());
@@ -499,7 +499,7 @@ impl EtcdServer {
     /// One quorum read of the root (`GET /v2/keys/?quorum=true`) on this member, allowed
     /// `timeout`: `Ok` with whatever etcd answered, or the I/O error (refused, timed out...).
     pub fn quorum_read(&self, timeout: Duration) -> std::io::Result<RawResponse> {
-        request_with_timeout(
+        try_raw_request_with_timeout(
             &self.client_url(),
             "GET",
             "/v2/keys/?quorum=true",
@@ -540,7 +540,7 @@ impl EtcdServer {
     /// The member's raft state from `GET /v2/stats/self` (`"StateLeader"`, `"StateFollower"`,
     /// ...), or `None` when it does not answer within 2 s.
     pub fn raft_state(&self) -> Option<String> {
-        request_with_timeout(
+        try_raw_request_with_timeout(
             &self.client_url(),
             "GET",
             "/v2/stats/self",
@@ -671,11 +671,11 @@ impl EtcdServer {
     fn probe(&self) -> bool {
         let base = self.client_url();
         let ok = matches!(
-            request_with_timeout(&base, "GET", "/v2/keys/?quorum=true", None, PROBE_TIMEOUT),
+            try_raw_request_with_timeout(&base, "GET", "/v2/keys/?quorum=true", None, PROBE_TIMEOUT),
             Ok(r) if r.status == 200
         );
         ok && matches!(
-            request_with_timeout(&base, "GET", "/v2/stats/self", None, PROBE_TIMEOUT),
+            try_raw_request_with_timeout(&base, "GET", "/v2/stats/self", None, PROBE_TIMEOUT),
             Ok(r) if r.status == 200
                 && json_string_field(&r.text(), "name").as_deref() == Some(self.name.as_str())
         )
@@ -700,9 +700,15 @@ impl EtcdServer {
         }
         // A clashing etcd would answer with another member name, but check we still run anyway.
         self.check_running()?;
-        let v = request_with_timeout(&self.client_url(), "GET", "/version", None, PROBE_TIMEOUT)
-            .ok()
-            .and_then(|r| json_string_field(&r.text(), "etcdserver"));
+        let v = try_raw_request_with_timeout(
+            &self.client_url(),
+            "GET",
+            "/version",
+            None,
+            PROBE_TIMEOUT,
+        )
+        .ok()
+        .and_then(|r| json_string_field(&r.text(), "etcdserver"));
         match v {
             Some(v) => {
                 self.version = v;
@@ -1196,22 +1202,12 @@ pub fn try_raw_request(
     path_and_query: &str,
     form_body: Option<&str>,
 ) -> std::io::Result<RawResponse> {
-    request_with_timeout(base_url, method, path_and_query, form_body, READ_TIMEOUT)
+    try_raw_request_with_timeout(base_url, method, path_and_query, form_body, READ_TIMEOUT)
 }
 
 /// Like [`try_raw_request`] with a read (and write) timeout of your choice instead of
 /// [`READ_TIMEOUT`] (the connect timeout stays 5 s).
 pub fn try_raw_request_with_timeout(
-    base_url: &str,
-    method: &str,
-    path_and_query: &str,
-    form_body: Option<&str>,
-    timeout: Duration,
-) -> std::io::Result<RawResponse> {
-    request_with_timeout(base_url, method, path_and_query, form_body, timeout)
-}
-
-fn request_with_timeout(
     base_url: &str,
     method: &str,
     path_and_query: &str,
