@@ -1,4 +1,5 @@
-//! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back.
+//! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back, over
+//! plain TCP or TLS (rustls), on keep-alive connections.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,12 +8,15 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Wake, Waker};
 
-use async_std::io::{Read, ReadExt};
+use async_std::io::{Read, ReadExt, Write};
 use async_std::net::TcpStream;
+use futures_rustls::client::TlsStream;
+use futures_rustls::rustls::pki_types::ServerName;
+use futures_rustls::TlsConnector;
 use microlock_proto::driver::Failure;
 use microlock_proto::http::header::CONTENT_TYPE;
 use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use microlock_proto::MAX_RESPONSE_BYTES;
+use microlock_proto::{tls, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
 use surf::http::headers::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use surf::http::{Method, Url};
 
@@ -26,13 +30,20 @@ struct Inner {
     /// Each member's origin (`scheme`, `host:port`), parsed once: a request's URL is a copy of
     /// it with the request's path and query.
     origins: Mutex<Vec<(String, String, Url)>>,
+    /// For `https://` members.
+    tls: Option<TlsConfig>,
 }
 
 impl HttpClient {
-    pub(crate) fn new() -> HttpClient {
+    pub(crate) fn new(tls: Option<&TlsConfig>) -> HttpClient {
+        let pool = Pool {
+            idle: Mutex::default(),
+            tls: tls.map(|tls| TlsConnector::from(tls.rustls())),
+        };
         HttpClient(Arc::new(Inner {
-            surf: surf::Client::with_http_client(Pool::default()),
+            surf: surf::Client::with_http_client(pool),
             origins: Mutex::default(),
+            tls: tls.cloned(),
         }))
     }
 
@@ -43,14 +54,31 @@ impl HttpClient {
         &self,
         request: Request<Vec<u8>>,
     ) -> Result<Response<Vec<u8>>, Failure> {
+        let plain = (request.uri().scheme_str() == Some("http")).then(|| request.uri().clone());
         let request = self.to_surf(request).map_err(Failure::Connect)?;
-        let mut response = self.0.surf.send(request).await.map_err(|e| {
-            if e.downcast_ref::<ConnectFailed>().is_some() {
-                Failure::Connect(describe(e))
-            } else {
-                Failure::Lost(describe(e))
+        let mut response = match self.0.surf.send(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let tls = self.0.tls.as_ref().and_then(|tls| tls.classify(e.as_ref()));
+                if let Some((failure, reason)) = tls {
+                    return Err(Failure::Tls(failure, reason));
+                }
+                if e.downcast_ref::<ConnectFailed>().is_some() {
+                    return Err(Failure::Connect(describe(e)));
+                }
+                // A TLS port closes on plain HTTP without a word (async-h1: "connection
+                // closed", no byte read): ask it.
+                if let Some(uri) = plain.filter(|_| e.to_string() == "connection closed") {
+                    if speaks_tls(&uri).await {
+                        return Err(Failure::Tls(
+                            TlsFailure::PlaintextToTls,
+                            "it closed the connection on plain HTTP and answers TLS".to_owned(),
+                        ));
+                    }
+                }
+                return Err(Failure::Lost(describe(e)));
             }
-        })?;
+        };
         let lost = |e: &dyn std::fmt::Display| Failure::Lost(e.to_string());
         // The pool has read the body already.
         let bytes = response.body_bytes().await.map_err(|e| lost(&e))?;
@@ -132,17 +160,50 @@ impl HttpClient {
     }
 }
 
+/// Whether the server at `uri`'s address answers a TLS ClientHello (within a second).
+async fn speaks_tls(uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    let probe = async {
+        let mut stream = TcpStream::connect(authority.as_str()).await?;
+        async_std::io::WriteExt::write_all(&mut stream, &tls::probe_hello()).await?;
+        let mut answer = [0; 2];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, io::Error>(tls::is_tls_record(&answer))
+    };
+    matches!(
+        async_std::future::timeout(std::time::Duration::from_secs(1), probe).await,
+        Ok(Ok(true))
+    )
+}
+
 /// An error and its chain of causes, on one line.
 fn describe(error: surf::Error) -> String {
     format!("{error:#}")
 }
 
-/// Idle connections by host and port. A connection goes back only once its response was read to
-/// the end; a request dropped earlier (aborted, timed out) or a body past the bound closes it,
-/// so a late answer can never be read as the next request's. (surf's own `h1-client` pool puts
-/// such a connection back.)
-#[derive(Debug, Default)]
-struct Pool(Mutex<HashMap<(String, u16), Vec<TcpStream>>>);
+/// Idle connections by scheme, host and port. A connection goes back only once its response
+/// was read to the end; a request dropped earlier (aborted, timed out) or a body past the bound
+/// closes it, so a late answer can never be read as the next request's. (surf's own
+/// `h1-client` pool puts such a connection back.)
+struct Pool {
+    idle: Mutex<HashMap<Origin, Vec<Conn>>>,
+    /// rustls on microlock-proto's configuration, for `https://` members.
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle", &self.idle)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// `(is https, host, port)`.
+type Origin = (bool, String, u16);
 
 impl surf::HttpClient for Pool {
     fn send<'a, 'b>(
@@ -163,20 +224,15 @@ impl Pool {
     async fn exchange(&self, request: surf::http::Request) -> surf::Result<surf::http::Response> {
         let url = request.url();
         let key = (
+            url.scheme() == "https",
             url.host_str().unwrap_or_default().to_owned(),
             url.port_or_known_default().unwrap_or(80),
         );
         let stream = match self.take_idle(&key) {
             Some(stream) => stream,
-            None => {
-                let stream = TcpStream::connect((key.0.as_str(), key.1))
-                    .await
-                    .map_err(|e| {
-                        surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
-                    })?;
-                stream.set_nodelay(true)?;
-                stream
-            }
+            None => self.connect(url).await.map_err(|e| {
+                surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
+            })?,
         };
         let mut response = async_h1::client::connect(stream.clone(), request).await?;
         // HTTP/1.1 keeps the connection unless told otherwise, when the body has a known end.
@@ -191,16 +247,40 @@ impl Pool {
             .await?;
         if reusable && bytes.len() <= MAX_RESPONSE_BYTES {
             // Read to its end: the connection is at the next response's start.
-            let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             idle.entry(key).or_default().push(stream);
         }
         response.set_body(bytes);
         Ok(response)
     }
 
+    /// A new connection to `url`'s origin: TCP, then a TLS handshake for `https://`. Any
+    /// failure here means the request never left this process.
+    async fn connect(&self, url: &Url) -> io::Result<Conn> {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        if url.scheme() != "https" {
+            return Ok(Conn::Plain(tcp));
+        }
+        let Some(tls) = &self.tls else {
+            return Err(io::Error::other("https:// without TLS settings"));
+        };
+        // An IPv6 literal comes bracketed in the URL, not in a certificate.
+        let name = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let name = ServerName::try_from(name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let stream = tls.connect(name, tcp).await?;
+        Ok(Conn::Tls(Arc::new(Mutex::new(stream))))
+    }
+
     /// An idle connection to `host:port` that the server has not closed meanwhile.
-    fn take_idle(&self, key: &(String, u16)) -> Option<TcpStream> {
-        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    fn take_idle(&self, key: &Origin) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let streams = idle.get_mut(key)?;
         let waker = Waker::from(Arc::new(NoWake));
         let mut cx = Context::from_waker(&waker);
@@ -214,4 +294,61 @@ struct NoWake;
 
 impl Wake for NoWake {
     fn wake(self: Arc<Self>) {}
+}
+
+/// A pooled connection. async-h1 reads a response's body after handing it back, so the pool
+/// keeps a second handle on the same connection: TCP streams clone; a TLS stream is shared
+/// behind a mutex (only one request uses a connection at a time, so it is never contended).
+#[derive(Clone, Debug)]
+enum Conn {
+    Plain(TcpStream),
+    Tls(Arc<Mutex<TlsStream<TcpStream>>>),
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => {
+                Pin::new(&mut *s.lock().unwrap_or_else(PoisonError::into_inner)).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => {
+                Pin::new(&mut *s.lock().unwrap_or_else(PoisonError::into_inner)).poll_write(cx, buf)
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => {
+                Pin::new(&mut *s.lock().unwrap_or_else(PoisonError::into_inner)).poll_flush(cx)
+            }
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_close(cx),
+            Conn::Tls(s) => {
+                Pin::new(&mut *s.lock().unwrap_or_else(PoisonError::into_inner)).poll_close(cx)
+            }
+        }
+    }
 }

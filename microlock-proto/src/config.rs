@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::encode::percent_encode;
-use crate::Error;
+use crate::{Credentials, Error};
 
 /// Longest key accepted, in bytes *once percent-encoded* (segments encoded, joined by `/`;
 /// plain `A-Z a-z 0-9 - . _ ~` count one byte each, any other byte three).
@@ -207,17 +207,17 @@ pub fn ttl_seconds(ttl: Duration) -> Result<u64, Error> {
     Ok(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
 }
 
-/// One etcd client URL: `http://host:port` (an optional trailing `/` is allowed), or
-/// `host:port` without a scheme, which means `http` (node-etcd's form: `127.0.0.1:2379`).
-///
-/// Only plain `http` is supported for now.
+/// One etcd client URL: `http://host:port` or `https://host:port` (an optional trailing `/`
+/// is allowed), or `host:port` without a scheme, which means `http` (node-etcd's and etcdctl's
+/// form: `127.0.0.1:2379`). Credentials, paths and queries in the URL are rejected.
 ///
 /// ```
 /// use microlock_proto::Endpoint;
 /// let e = Endpoint::parse("http://127.0.0.1:2379/")?;
 /// assert_eq!(e.as_str(), "http://127.0.0.1:2379");
 /// assert_eq!(Endpoint::parse("localhost:2379")?.as_str(), "http://localhost:2379");
-/// assert!(Endpoint::parse("https://etcd:2379").is_err());
+/// assert!(Endpoint::parse("https://etcd:2379")?.is_tls());
+/// assert!(Endpoint::parse("ftp://etcd:2379").is_err());
 /// # Ok::<(), microlock_proto::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -245,13 +245,11 @@ impl Endpoint {
             format!("http://{trimmed}").parse()
         }
         .map_err(|_| invalid("not a valid URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid("https is not supported (no TLS in the adapters)"))
-            }
-            _ => return Err(invalid("the URL must start with http://")),
-        }
+        let scheme = match uri.scheme_str() {
+            Some("http") => "http",
+            Some("https") => "https",
+            _ => return Err(invalid("the URL must start with http:// or https://")),
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| invalid("the URL has no host"))?;
@@ -262,7 +260,7 @@ impl Endpoint {
             return Err(invalid("the URL must not have a path or query"));
         }
         Ok(Endpoint {
-            base: format!("http://{authority}"),
+            base: format!("{scheme}://{authority}"),
         })
     }
 
@@ -298,9 +296,21 @@ impl Endpoint {
         Ok(endpoints)
     }
 
-    /// `http://host:port`, without a trailing `/`.
+    /// `http://host:port` or `https://host:port`, without a trailing `/`.
     pub fn as_str(&self) -> &str {
         &self.base
+    }
+
+    /// Whether the URL is `https://`.
+    ///
+    /// ```
+    /// use microlock_proto::Endpoint;
+    /// assert!(Endpoint::parse("https://10.0.0.1:2379")?.is_tls());
+    /// assert!(!Endpoint::parse("10.0.0.1:2379")?.is_tls());
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        self.base.starts_with("https://")
     }
 }
 
@@ -351,6 +361,7 @@ pub struct Config {
     watch_retry_max: Duration,
     auto_renew: bool,
     member_discovery: bool,
+    credentials: Option<Credentials>,
     renew_interval: Option<Duration>,
     acquire_jitter: Duration,
     seed: Option<u64>,
@@ -374,6 +385,7 @@ impl Config {
             watch_retry_max: Duration::from_secs(2),
             auto_renew: false,
             member_discovery: false,
+            credentials: None,
             renew_interval: None,
             acquire_jitter: Duration::from_millis(10),
             seed: None,
@@ -454,6 +466,27 @@ impl Config {
     /// Whether member discovery is on.
     pub fn member_discovery(&self) -> bool {
         self.member_discovery
+    }
+
+    /// Authenticate as this user (etcd's authentication; on the v2 API, HTTP basic
+    /// authentication on every request). `None` (the default): no credentials.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use microlock_proto::{Config, Credentials};
+    /// let config = Config::new("locks/a", "node-1", Duration::from_secs(5))?
+    ///     .with_credentials(Some(Credentials::new("alice", "secret")?));
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Config {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The credentials, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
     }
 
     /// How often auto-renew refreshes the lease, counted from the send time of the last

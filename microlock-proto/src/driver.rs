@@ -64,6 +64,9 @@ pub enum Failure {
     /// It may have reached etcd: the connection failed after the request was (partly) sent,
     /// or the response was cut short.
     Lost(String),
+    /// TLS failed (the handshake, or the server refused the client certificate): it never
+    /// reached etcd. With the `tls` feature, `TlsConfig::classify` tells which.
+    Tls(crate::TlsFailure, String),
 }
 
 /// What an adapter's runtime does for the driver.
@@ -268,6 +271,9 @@ impl<T: Runtime> Driver<T> {
                 Ok(response) => self.lock.handle_response(id, response, now),
                 Err(Failure::Lost(reason)) => self.lock.handle_transport_error(id, &reason, now),
                 Err(Failure::Connect(reason)) => self.lock.handle_connect_error(id, &reason, now),
+                Err(Failure::Tls(failure, reason)) => {
+                    self.lock.handle_tls_error(id, failure, &reason, now)
+                }
             }
         }
         self.flush(rt)

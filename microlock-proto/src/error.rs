@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::{AuthFailure, TlsFailure};
+
 /// Everything that can go wrong, each cause its own variant.
 ///
 /// Contention ([`AlreadyLocked`](Error::AlreadyLocked)) and ownership
@@ -54,6 +56,31 @@ pub enum Error {
         /// What the HTTP client reported.
         reason: String,
     },
+    /// etcd refused the request's authentication or authorization: see [`AuthFailure`] for
+    /// what to check. Never retried: another member would answer the same.
+    #[error("etcd refused access to lock {key:?}{}: {failure} ({})", user.as_deref().map(|u| format!(" for user {u:?}")).unwrap_or_default(), failure.advice(user.is_some()))]
+    Auth {
+        /// The lock key.
+        key: String,
+        /// The user the request authenticated as, if any (never the password).
+        user: Option<String>,
+        /// Which refusal.
+        failure: AuthFailure,
+        /// etcd's own message.
+        message: String,
+    },
+    /// A TLS connection to a member could not be made, or a member and this client disagree
+    /// on TLS: see [`TlsFailure`] for which. The request never reached etcd (other members are
+    /// tried).
+    #[error("TLS failure with {endpoint}: {failure}: {reason}")]
+    Tls {
+        /// The member's client URL.
+        endpoint: String,
+        /// What went wrong.
+        failure: TlsFailure,
+        /// The TLS library's own words.
+        reason: String,
+    },
     /// etcd (or something in between) answered something this library cannot interpret:
     /// a non-JSON or truncated body, wrong field types, an oversized body, an unexpected status.
     #[error("malformed or unexpected response from etcd: {reason}")]
@@ -98,6 +125,16 @@ pub enum Error {
         endpoint: String,
         /// Why it was rejected.
         reason: &'static str,
+    },
+    /// A client option is not acceptable: an unreadable or malformed certificate or key file,
+    /// a key that does not match its certificate, TLS options with only `http://` endpoints,
+    /// a malformed environment variable...
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option (with the file it names) or the environment variable.
+        option: String,
+        /// Why it was rejected.
+        reason: String,
     },
     /// etcd granted the lock (or the renewal), but the answer arrived after the lease's local
     /// validity deadline (e.g. this process was paused): it cannot be relied on. The key expires

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 mod config;
 pub mod driver;
 mod encode;
@@ -42,12 +43,15 @@ mod members;
 pub mod observe;
 mod op;
 mod rng;
+mod settings;
+pub mod tls;
 mod watch;
 mod wire;
 
 #[cfg(feature = "sim")]
 pub mod sim;
 
+pub use auth::{AuthFailure, Credentials};
 pub use config::{
     ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
 };
@@ -55,6 +59,10 @@ pub use error::Error;
 pub use event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 pub use lock::{Lock, RequestId};
 pub use members::Members;
+pub use settings::{Builder, FromSettings, Settings};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
+pub use tls::TlsFailure;
 pub use wire::MAX_RESPONSE_BYTES;
 
 /// Re-exported so users build and read requests with the same `http` version.

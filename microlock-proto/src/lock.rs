@@ -17,7 +17,7 @@ use crate::op::{Kind, Queued, Running};
 use crate::rng::Rng;
 use crate::watch::Watch;
 use crate::wire::{self, Reply};
-use crate::Error;
+use crate::{Error, TlsFailure};
 
 /// Identifies one HTTP request from [`Lock::poll_request`] to the matching
 /// `handle_response` / `handle_transport_error`, or to [`Lock::poll_cancel`].
@@ -369,6 +369,16 @@ impl Lock {
         if self.discovery.is_some_and(|(request, _)| request == id) {
             return self.on_discovery(id, &response, now);
         }
+        if crate::tls::is_plaintext_to_tls(&response) {
+            // A TLS port refused plain HTTP: the request was never read.
+            let endpoint = self.endpoint_of(id);
+            let error = Error::Tls {
+                endpoint,
+                failure: TlsFailure::PlaintextToTls,
+                reason: String::from_utf8_lossy(response.body()).trim().to_owned(),
+            };
+            return self.dispatch(id, Err(error), false, now);
+        }
         let reply = wire::parse(&response);
         self.dispatch(id, reply, true, now);
     }
@@ -394,6 +404,35 @@ impl Lock {
             reason: reason.to_owned(),
         };
         self.dispatch(id, Err(error), false, now);
+    }
+
+    /// Reports that request `id` never reached etcd because TLS failed: the handshake with the
+    /// member failed, or the member refused the client certificate (an adapter asks
+    /// `TlsConfig::classify`, with the `tls` feature). Like
+    /// [`handle_connect_error`](Lock::handle_connect_error), the request goes to the next
+    /// member; when every member fails, the command fails with [`Error::Tls`].
+    pub fn handle_tls_error(
+        &mut self,
+        id: RequestId,
+        failure: TlsFailure,
+        reason: &str,
+        now: Instant,
+    ) {
+        let now = self.tick(now);
+        let error = Error::Tls {
+            endpoint: self.endpoint_of(id),
+            failure,
+            reason: reason.to_owned(),
+        };
+        self.dispatch(id, Err(error), false, now);
+    }
+
+    /// The client URL request `id` went to (empty for an unknown request).
+    fn endpoint_of(&self, id: RequestId) -> String {
+        self.in_flight
+            .get(&id)
+            .map(|&(member, _)| self.members.endpoint(member).as_str().to_owned())
+            .unwrap_or_default()
     }
 
     /// Merges this machine's view of the members' health with `shared` (both end up with the
@@ -539,7 +578,7 @@ impl Lock {
             return;
         }
         self.members.discovery_asked(now);
-        let request = self.send(self.pick(now), |e, _| wire::members(e));
+        let request = self.send(self.pick(now), wire::members);
         self.discovery = Some((request, now + self.config.request_timeout()));
     }
 
@@ -629,7 +668,7 @@ impl Lock {
             }
             Err(error) => {
                 let seen = match error {
-                    Error::Transport { .. } if !sent => Seen::Connect,
+                    Error::Transport { .. } | Error::Tls { .. } if !sent => Seen::Connect,
                     Error::Transport { .. } => Seen::Transport,
                     _ => Seen::Malformed,
                 };

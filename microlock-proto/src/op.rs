@@ -459,7 +459,7 @@ impl Lock {
         // What a failed read reports (used when an unlock's look-up read cannot be done).
         let read_error = match &reply {
             Err(e) => e.clone(),
-            Ok(r) => r.clone().into_error("read"),
+            Ok(r) => r.clone().into_error("read", &self.config),
         };
         let phase = std::mem::replace(
             &mut running.phase,
@@ -803,10 +803,12 @@ impl Lock {
             }
             // etcd failed (e.g. 500 "Raft Internal Error"): the write may still commit.
             (_, reply @ Reply::Error { status: 500.., .. }) => {
-                Verdict::Unknown(reply.into_error(kind.name()))
+                Verdict::Unknown(reply.into_error(kind.name(), &self.config))
             }
-            (_, reply @ Reply::Error { .. }) => Verdict::Done(Err(reply.into_error(kind.name()))),
-            (_, reply) => Verdict::Unknown(reply.into_error(kind.name())),
+            (_, reply @ Reply::Error { .. }) => {
+                Verdict::Done(Err(reply.into_error(kind.name(), &self.config)))
+            }
+            (_, reply) => Verdict::Unknown(reply.into_error(kind.name(), &self.config)),
         }
     }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::{Config, Endpoint};
 use crate::encode::percent_encode;
-use crate::Error;
+use crate::{AuthFailure, Error};
 
 /// The largest response body accepted, in bytes. An adapter reads at most one byte more and
 /// hands over what it read; anything larger is a [`Error::Protocol`] error.
@@ -25,7 +25,7 @@ fn request(
     form: Option<String>,
 ) -> Request<Vec<u8>> {
     let uri = format!("{}{}?{}", endpoint.as_str(), config.key().path(), query);
-    let builder = Request::builder().method(method).uri(uri);
+    let builder = authorized(Request::builder().method(method).uri(uri), config);
     let built = match form {
         Some(body) => builder
             .header(header::CONTENT_TYPE, FORM)
@@ -34,6 +34,14 @@ fn request(
     };
     // Every part was validated at construction (Endpoint, Key) or percent-encoded here.
     built.expect("validated parts always form a valid request")
+}
+
+/// With the `Authorization` header of `config`'s credentials, if any.
+fn authorized(builder: http::request::Builder, config: &Config) -> http::request::Builder {
+    match config.credentials() {
+        Some(c) => builder.header(header::AUTHORIZATION, c.basic_auth_header().clone()),
+        None => builder,
+    }
 }
 
 /// `PUT /v2/keys/K?prevExist=false` with `value=ID&ttl=T`: create the key only if absent.
@@ -92,8 +100,8 @@ pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Re
 }
 
 /// `GET /v2/members`: the cluster's members and their client URLs (member discovery).
-pub(crate) fn members(endpoint: &Endpoint) -> Request<Vec<u8>> {
-    Request::builder()
+pub(crate) fn members(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    authorized(Request::builder(), config)
         .method(Method::GET)
         .uri(format!("{}/v2/members", endpoint.as_str()))
         .body(Vec::new())
@@ -169,6 +177,9 @@ pub(crate) mod code {
     pub const TEST_FAILED: u64 = 101;
     pub const NODE_EXIST: u64 = 105;
     pub const EVENT_INDEX_CLEARED: u64 = 401;
+    /// "The request requires user authentication" (HTTP 401): a wrong user or password, or a
+    /// role without access to the key.
+    pub const UNAUTHORIZED: u64 = 110;
 }
 
 /// A response, classified.
@@ -191,8 +202,18 @@ pub(crate) enum Reply {
 
 impl Reply {
     /// The error for an etcd answer that no rule of the caller's maps to something better.
-    pub(crate) fn into_error(self, what: &str) -> Error {
+    pub(crate) fn into_error(self, what: &str, config: &Config) -> Error {
         match self {
+            Reply::Error { status, error, .. }
+                if error.code == code::UNAUTHORIZED || status == 401 =>
+            {
+                Error::Auth {
+                    key: config.key().as_str().to_owned(),
+                    user: config.credentials().map(|c| c.user().to_owned()),
+                    failure: AuthFailure::Unauthorized,
+                    message: error.message,
+                }
+            }
             Reply::Error { status, error, .. } => Error::Etcd {
                 code: error.code,
                 message: error.message,

@@ -38,31 +38,37 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 pub use microlock_proto::{
-    Config, Endpoint, Error, Event, Fence, Key, LostReason, Members, NodeId,
+    AuthFailure, Config, Credentials, Endpoint, Error, Event, Fence, Key, LostReason, Members,
+    NodeId, TlsFailure,
 };
-use microlock_proto::{Lock, Outcome};
+use microlock_proto::{FromSettings, Lock, Outcome, Settings};
 
 use crate::driver::{Command, Reply, Shared, SharedMembers};
 pub use crate::guard::LockGuard;
 use crate::guard::RenewClaim;
 use crate::http_client::HttpClient;
 
-/// A handle on an etcd cluster: its client URLs, a keep-alive connection pool, and what is
-/// known of each member's health, all shared by every lock made from it. Cheap to clone.
+/// A handle on an etcd cluster: its client URLs, TLS settings and credentials, a keep-alive
+/// connection pool, and what is known of each member's health, all shared by every lock made
+/// from it. Cheap to clone.
 ///
 /// A member that fails is skipped by every lock of the handle for a back-off (see
 /// [`Members`]); requests fail over to the other members, so one member's failure costs
 /// callers latency, not errors.
 #[derive(Clone, Debug)]
 pub struct Etcd {
-    endpoints: Vec<Endpoint>,
+    settings: Settings,
     members: SharedMembers,
     client: HttpClient,
-    discovery: bool,
 }
 
+/// Configures an [`Etcd`] handle: [`Etcd::builder`].
+pub type EtcdBuilder = microlock_proto::Builder<Etcd>;
+
 impl Etcd {
-    /// An etcd cluster reachable at these client URLs: `http://host:port`, or `host:port`
+    /// An etcd cluster reachable at these client URLs: `http://host:port`,
+    /// `https://host:port` (verified against the platform's trust roots; see
+    /// [`builder`](Etcd::builder) for a CA, a client certificate or a user), or `host:port`
     /// (node-etcd's form); an item may be a comma-separated list, as in `ETCDCTL_ENDPOINTS`.
     ///
     /// ```
@@ -76,16 +82,41 @@ impl Etcd {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Ok(Etcd::from_endpoints(Endpoint::parse_all(endpoints)?))
+        EtcdBuilder::new(endpoints).build()
     }
 
-    fn from_endpoints(endpoints: Vec<Endpoint>) -> Etcd {
-        Etcd {
-            members: SharedMembers::new(std::sync::Mutex::new(Members::new(endpoints.clone()))),
-            endpoints,
-            client: HttpClient::new(),
-            discovery: false,
-        }
+    /// A handle configured like `etcdctl`: a CA to trust, a client certificate (mutual TLS), a
+    /// user for etcd's authentication. Everything is checked by `build()`, which names the
+    /// option or file at fault.
+    ///
+    /// ```no_run
+    /// # use microlock_tokio::Etcd;
+    /// let etcd = Etcd::builder(["https://10.0.0.1:2379", "https://10.0.0.2:2379"])
+    ///     .ca_file("/etc/etcd/ca.pem")
+    ///     .client_cert_files("/etc/etcd/client.pem", "/etc/etcd/client-key.pem")
+    ///     .user("alice", "secret")
+    ///     .build()?;
+    /// # Ok::<(), microlock_tokio::Error>(())
+    /// ```
+    pub fn builder<I, S>(endpoints: I) -> EtcdBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        EtcdBuilder::new(endpoints)
+    }
+
+    /// A handle configured from the environment as `etcdctl` is: `ETCDCTL_ENDPOINTS` (default
+    /// `http://127.0.0.1:2379`), `ETCDCTL_CACERT`, `ETCDCTL_CERT` and `ETCDCTL_KEY`,
+    /// `ETCDCTL_USER` (`name:password`, or `name` with `ETCDCTL_PASSWORD`).
+    ///
+    /// ```no_run
+    /// # use microlock_tokio::Etcd;
+    /// let etcd = Etcd::from_env()?;
+    /// # Ok::<(), microlock_tokio::Error>(())
+    /// ```
+    pub fn from_env() -> Result<Etcd, Error> {
+        EtcdBuilder::from_vars(|name| std::env::var(name).ok()).build()
     }
 
     /// Member discovery: the locks of this handle also use every member the cluster names
@@ -98,13 +129,13 @@ impl Etcd {
     /// # Ok::<(), microlock_tokio::Error>(())
     /// ```
     pub fn with_member_discovery(mut self, on: bool) -> Etcd {
-        self.discovery = on;
+        self.settings = self.settings.with_member_discovery(on);
         self
     }
 
     /// The client URLs.
     pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+        self.settings.endpoints()
     }
 
     /// What the locks of this handle know of the members' health, now.
@@ -116,10 +147,22 @@ impl Etcd {
     }
 }
 
+impl FromSettings for Etcd {
+    fn from_settings(settings: Settings) -> Result<Etcd, Error> {
+        Ok(Etcd {
+            members: SharedMembers::new(std::sync::Mutex::new(Members::new(
+                settings.endpoints().to_vec(),
+            ))),
+            client: HttpClient::new(settings.tls()),
+            settings,
+        })
+    }
+}
+
 impl Default for Etcd {
     /// etcd's default client URL, `http://127.0.0.1:2379`.
     fn default() -> Etcd {
-        Etcd::from_endpoints(vec![Endpoint::default()])
+        Etcd::new([Endpoint::default().as_str()]).expect("the default endpoint is valid")
     }
 }
 
@@ -146,7 +189,7 @@ impl Microlock {
     }
 
     /// A lock from a full [`Config`] (request timeout, safety margin...). The config's
-    /// endpoints are replaced by `etcd`'s.
+    /// endpoints are replaced by `etcd`'s, and so are its credentials when `etcd` has some.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -162,10 +205,7 @@ impl Microlock {
     /// # Panics
     /// When called outside a tokio runtime.
     pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
-        let discovery = config.member_discovery() || etcd.discovery;
-        let config = config
-            .with_endpoints(etcd.endpoints.clone())?
-            .with_member_discovery(discovery);
+        let config = etcd.settings.apply(config)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();
