@@ -63,7 +63,7 @@ pub use settings::{Builder, FromSettings, Settings};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use tls::TlsFailure;
-pub use wire::MAX_RESPONSE_BYTES;
+pub use wire::{LongPoll, MAX_RESPONSE_BYTES};
 
 /// Re-exported so users build and read requests with the same `http` version.
 pub use http;

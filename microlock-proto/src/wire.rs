@@ -94,10 +94,26 @@ pub(crate) fn read(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
 }
 
 /// `GET /v2/keys/K?wait=true&waitIndex=N`: a long poll for the first event at index ≥ N.
+/// Marked [`LongPoll`] for the adapters.
 pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Request<Vec<u8>> {
     let query = format!("wait=true&waitIndex={wait_index}");
-    request(Method::GET, endpoint, config, &query, None)
+    let mut request = request(Method::GET, endpoint, config, &query, None);
+    request.extensions_mut().insert(LongPoll);
+    request
 }
+
+/// Marks a request that may stay unanswered for as long as nothing happens (a watch), in
+/// its [`http::Extensions`]: an adapter gives such requests their own connections, so they can
+/// never hold up the short ones.
+///
+/// ```
+/// # use microlock_proto::{http::Request, LongPoll};
+/// fn is_long_poll(request: &Request<Vec<u8>>) -> bool {
+///     request.extensions().get::<LongPoll>().is_some()
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LongPoll;
 
 /// `GET /v2/members`: the cluster's members and their client URLs (member discovery).
 pub(crate) fn members(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
