@@ -29,8 +29,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(u32::MAX as u64);
 /// `/foo` and `foo` are the same key (as in node-etcd, which microlock for Node.js uses); `/`
 /// separates directories. Rejected: the empty key, `/` alone, empty segments (`a//b`, `a/`),
 /// `.` and `..` segments (etcd's HTTP mux redirects such paths instead of serving them), ASCII
-/// control characters (NUL included), and keys longer than [`MAX_KEY_BYTES`] once
-/// percent-encoded.
+/// control characters (NUL included), `_microlock` segments (reserved for the queue of fair
+/// acquires), and keys longer than [`MAX_KEY_BYTES`] once percent-encoded.
 ///
 /// ```
 /// use microlock_proto::Key;
@@ -65,6 +65,11 @@ impl Key {
         }
         if trimmed.chars().any(|c| c.is_ascii_control()) {
             return Err(invalid("the key contains an ASCII control character"));
+        }
+        if trimmed.split('/').any(|s| s == crate::wire::QUEUE_SEGMENT) {
+            return Err(invalid(
+                "a `_microlock` segment is reserved (fair acquires queue there)",
+            ));
         }
         let mut path = String::from("/v2/keys");
         for segment in trimmed.split('/') {
@@ -362,6 +367,7 @@ pub struct Config {
     auto_renew: bool,
     member_discovery: bool,
     credentials: Option<Credentials>,
+    fair_acquire: bool,
     renew_interval: Option<Duration>,
     acquire_jitter: Duration,
     seed: Option<u64>,
@@ -386,6 +392,7 @@ impl Config {
             auto_renew: false,
             member_discovery: false,
             credentials: None,
+            fair_acquire: true,
             renew_interval: None,
             acquire_jitter: Duration::from_millis(10),
             seed: None,
@@ -466,6 +473,22 @@ impl Config {
     /// Whether member discovery is on.
     pub fn member_discovery(&self) -> bool {
         self.member_discovery
+    }
+
+    /// Fair waiting (the default): a waiting [`acquire`](crate::Lock::acquire) queues in etcd
+    /// (in `_microlock/queue/NAME/` beside the key `DIR/NAME`, see the README) and is served first come, first served:
+    /// only the head of the queue contends for the key, each waiter watches only the one ahead
+    /// of it, and a node that releases and wants the lock again queues at the tail. `false`:
+    /// every waiter watches the key and races for it after a seeded jitter (microlock for
+    /// Node.js's behaviour, without fairness). [`lock`](crate::Lock::lock) never queues.
+    pub fn with_fair_acquire(mut self, fair: bool) -> Config {
+        self.fair_acquire = fair;
+        self
+    }
+
+    /// Whether waiting acquires queue (see [`with_fair_acquire`](Config::with_fair_acquire)).
+    pub fn fair_acquire(&self) -> bool {
+        self.fair_acquire
     }
 
     /// Authenticate as this user (etcd's authentication; on the v2 API, HTTP basic

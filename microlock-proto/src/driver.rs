@@ -109,6 +109,8 @@ pub enum Command<R, S> {
     Unlock(R),
     /// `renew()`.
     Renew(R),
+    /// `read()`: who holds the key.
+    Read(R),
     /// `acquire(timeout)`: wait for the lock; a timeout too large to be a deadline
     /// (e.g. `Duration::MAX`) means no deadline.
     Acquire(Duration, R),
@@ -190,6 +192,7 @@ impl<T: Runtime> Driver<T> {
             Command::Lock(reply) => (self.lock.lock(now), reply),
             Command::Unlock(reply) => (self.lock.unlock(now), reply),
             Command::Renew(reply) => (self.lock.renew(now), reply),
+            Command::Read(reply) => (self.lock.read(now), reply),
             Command::Acquire(timeout, reply) => {
                 let deadline = now.checked_add(timeout);
                 let op = self.lock.acquire(deadline, now);

@@ -1,6 +1,6 @@
 //! What the machine tells its user: lock-state events and operation completions.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -122,8 +122,23 @@ impl Fence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OpId(pub(crate) u64);
 
+/// Who holds a lock key, as a quorum read found it ([`Lock::read`](crate::Lock::read)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder {
+    /// The node id stored in the key.
+    pub node_id: String,
+    /// The hold's fencing token (the key's `createdIndex`).
+    pub token: u64,
+    /// The key's `modifiedIndex` (it moves with every renewal).
+    pub modified_index: u64,
+    /// What is left of the lease, in whole seconds rounded up as etcd reports it (`None`: the
+    /// key has no TTL, e.g. written by hand).
+    pub ttl_left: Option<Duration>,
+}
+
 /// What a successful command produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// `lock` took the key.
@@ -134,6 +149,8 @@ pub enum Outcome {
     Acquired(Fence),
     /// `unlock` released the key.
     Unlocked,
+    /// `read` found the key held by this holder, or free (`None`).
+    Read(Option<Holder>),
 }
 
 impl Outcome {
@@ -163,6 +180,20 @@ impl Outcome {
     pub fn into_unlocked(self) -> Result<(), Error> {
         match self {
             Outcome::Unlocked => Ok(()),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    /// The holder of a `Read` outcome: what an adapter's `read` returns.
+    ///
+    /// ```
+    /// # use microlock_proto::Outcome;
+    /// assert_eq!(Outcome::Read(None).into_holder(), Ok(None));
+    /// assert!(Outcome::Unlocked.into_holder().is_err());
+    /// ```
+    pub fn into_holder(self) -> Result<Option<Holder>, Error> {
+        match self {
+            Outcome::Read(holder) => Ok(holder),
             other => Err(other.unexpected()),
         }
     }

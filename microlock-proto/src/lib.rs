@@ -56,7 +56,7 @@ pub use config::{
     ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
 };
 pub use error::Error;
-pub use event::{Completion, Event, Fence, LostReason, OpId, Outcome};
+pub use event::{Completion, Event, Fence, Holder, LostReason, OpId, Outcome};
 pub use lock::{Lock, RequestId};
 pub use members::Members;
 pub use settings::{Builder, FromSettings, Settings};

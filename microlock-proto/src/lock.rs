@@ -13,7 +13,7 @@ use crate::config::{Config, Endpoint};
 use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 use crate::members::Members;
 use crate::observe::{self, Outcome as Seen};
-use crate::op::{Kind, Queued, Running};
+use crate::op::{Kind, Queued, Removal, Running, Ticket};
 use crate::rng::Rng;
 use crate::watch::Watch;
 use crate::wire::{self, Reply};
@@ -128,6 +128,13 @@ pub struct Lock {
     /// When auto-renew next refreshes the lease (while held).
     pub(crate) renew_at: Option<Instant>,
     pub(crate) watch: Watch,
+    /// This lock's place in the fair acquire queue, if it has one.
+    pub(crate) ticket: Option<Ticket>,
+    /// Queue entries of ours being removed in the background.
+    pub(crate) removals: Vec<Removal>,
+    /// etcd refused this lock's queue (a permission covering the key, not its directory):
+    /// its acquires wait unqueued.
+    pub(crate) queue_refused: bool,
     /// The highest etcd index any answer has shown (0: none yet).
     pub(crate) seen_index: u64,
     /// The earliest create (lock/acquire write) whose outcome was never settled — its send
@@ -147,6 +154,9 @@ impl Lock {
             rng: Rng::new(config.seed()),
             auto_renew: config.auto_renew(),
             watch: Watch::new(&config),
+            ticket: None,
+            removals: Vec::new(),
+            queue_refused: false,
             members: Members::new(config.endpoints().to_vec()),
             in_flight: BTreeMap::new(),
             discovery: None,
@@ -294,6 +304,13 @@ impl Lock {
         self.command(Kind::Renew, false, now)
     }
 
+    /// Reads who holds the key now (a quorum read, moving from member to member like the
+    /// other commands, within the same budget): [`Outcome::Read`]. Changes nothing, and does
+    /// not need this node to hold anything.
+    pub fn read(&mut self, now: Instant) -> OpId {
+        self.command(Kind::Read, false, now)
+    }
+
     /// Abandons command `op`: it completes with [`Error::Cancelled`] now. A waiting acquire
     /// stops waiting (its watch is cancelled). A write already sent cannot be recalled: the
     /// machine waits for its outcome in the background and, if it took the lock, releases it.
@@ -336,6 +353,9 @@ impl Lock {
             return;
         }
         self.destroyed = true;
+        // Nothing is sent after this: a queue entry of ours expires with its TTL.
+        self.ticket = None;
+        self.removals.clear();
         self.lose(LostReason::Destroyed);
         self.stop_watch();
         if let Some((request, _)) = self.discovery.take() {
@@ -474,6 +494,7 @@ impl Lock {
         }
         self.op_timers(now);
         self.watch_timers(now);
+        self.ticket_timers(now);
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -508,6 +529,7 @@ impl Lock {
             self.held.map(|h| h.fence.valid_until),
             self.renew_at,
             self.discovery.map(|(_, deadline)| deadline),
+            self.ticket_timer(),
         ]
         .into_iter()
         .flatten()
@@ -589,7 +611,8 @@ impl Lock {
         let Some((member, _)) = self.in_flight.remove(&id) else {
             return;
         };
-        match wire::parse_members(response) {
+        let tls = self.config.endpoints().iter().any(Endpoint::is_tls);
+        match wire::parse_members(response, tls) {
             Some(endpoints) => {
                 self.member_answered(member, now);
                 self.members.learn(endpoints);
@@ -700,6 +723,8 @@ impl Lock {
             self.on_watch_reply(id, reply, now);
         } else if self.watch.probe() == Some(id) {
             self.on_watch_probe(reply, now);
+        } else if self.is_ticket_request(id) {
+            self.on_ticket_reply(id, reply, now);
         }
     }
 
@@ -707,6 +732,10 @@ impl Lock {
     pub(crate) fn lose(&mut self, reason: LostReason) {
         if let Some(held) = self.held.take() {
             let now = self.now.unwrap_or(held.fence.valid_until);
+            // Done with the lock: the next in the queue's line goes.
+            if self.ticket.as_ref().is_some_and(|t| t.head) {
+                self.drop_ticket(true, now);
+            }
             let left = held.fence.valid_until.saturating_duration_since(now);
             observe::lost(held.fence.token, reason, left);
             self.renew_at = None;

@@ -167,6 +167,11 @@ pub(crate) fn watch(why: &str, member: &str, index: Option<u64>) {
     debug!(member, wait_index = index, why, "watch (re)started");
 }
 
+/// A fair acquire's place in the queue changed: `what` (queued, its turn came, left...).
+pub(crate) fn queue(op: u64, what: &str, entry: &str, ahead: Option<&str>) {
+    debug!(op, entry, ahead, what, "acquire queue");
+}
+
 /// The time from `then` to `now`, zero if `now` is earlier.
 pub(crate) fn since(then: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(then)

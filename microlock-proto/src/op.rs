@@ -7,6 +7,7 @@
 //!                  ├─ it happened, or it is moot ─► done
 //!                  └─ it did not happen ─► Write again, on a working member
 //!  acquire only:  key held ─► Wait (watch for release, its member probed) ─► Pause (jitter) ─► Write
+//!  acquire, fair: Queue (enqueue, list, wait for our turn: see [`fair`]) ─► Write ─► …
 //! ```
 //!
 //! **Failover.** Every attempt goes to the member [`Members`](crate::Members) picks; a member
@@ -17,6 +18,9 @@
 //!
 //! Every decision about what an etcd answer means for a command is in this file.
 
+mod fair;
+
+pub(crate) use self::fair::{Removal, Ticket};
 use crate::liveness::{Due, Probe};
 
 use std::time::{Duration, Instant};
@@ -48,6 +52,8 @@ pub(crate) enum Kind {
         modified: Option<u64>,
     },
     Renew,
+    /// Who holds the key (a quorum read; nothing is written).
+    Read,
 }
 
 impl Kind {
@@ -57,6 +63,7 @@ impl Kind {
             Kind::Acquire { .. } => "acquire",
             Kind::Unlock { .. } => "unlock",
             Kind::Renew => "renew",
+            Kind::Read => "read",
         }
     }
 }
@@ -139,12 +146,18 @@ enum Phase {
     },
     /// A pause before the next step.
     Pause { until: Instant, then: Then },
+    /// acquire, fair: in the queue, before its turn (see [`fair`]).
+    Queue(fair::Step),
 }
 
 #[derive(Debug)]
 enum Then {
     Write,
     Wait(u64),
+    /// Read the queue again (see [`fair::Step::List`]).
+    List(Option<Option<u64>>),
+    /// Watch the queue entry ahead again, from the index.
+    Turn(String, u64),
     Resolve {
         write_sent_at: Instant,
         failure: Error,
@@ -157,6 +170,7 @@ impl Running {
             Phase::Write { request, .. }
             | Phase::Resolve { request, .. }
             | Phase::Wait { request, .. } => Some(request),
+            Phase::Queue(ref step) => Some(step.request()),
             Phase::Pause { .. } => None,
         }
     }
@@ -165,6 +179,7 @@ impl Running {
     pub(crate) fn probe(&self) -> Option<RequestId> {
         match self.phase {
             Phase::Wait { probe, .. } => probe.request(),
+            Phase::Queue(ref step) => step.probe(),
             _ => None,
         }
     }
@@ -179,15 +194,28 @@ impl Running {
             Phase::Write { deadline, .. } | Phase::Resolve { deadline, .. } => Some(deadline),
             Phase::Pause { until, .. } => Some(until),
             Phase::Wait { probe, .. } => Some(probe.timer()),
+            Phase::Queue(ref step) => Some(step.timer()),
         };
         // The acquire deadline only interrupts waiting; a write in flight is allowed to finish
         // (its own deadline bounds it), so it must not be a timer then, or it would stay due.
-        let idle = matches!(self.phase, Phase::Wait { .. } | Phase::Pause { .. });
+        let idle = self.is_idle();
         let acquire = match self.kind {
             Kind::Acquire { deadline, .. } if self.caller && idle => deadline,
             _ => None,
         };
         phase.into_iter().chain(acquire).min()
+    }
+}
+
+impl Running {
+    /// Waiting (for the key, or for its turn) or pausing: what an acquire's deadline and a
+    /// cancellation interrupt.
+    fn is_idle(&self) -> bool {
+        match &self.phase {
+            Phase::Wait { .. } | Phase::Pause { .. } => true,
+            Phase::Queue(step) => step.is_waiting(),
+            _ => false,
+        }
     }
 }
 
@@ -274,9 +302,13 @@ impl Lock {
             running.budget_end = now + self.config.operation_timeout();
         }
         let (kind, caller, pin) = (running.kind, running.caller, running.pin);
+        if fair::is_acquire(kind) && self.held.is_none() && self.queue_step(now) {
+            return;
+        }
         let member = self.pick(now);
         let request = match kind {
             Kind::Lock => self.send(member, wire::lock),
+            Kind::Read => self.send(member, wire::read),
             Kind::Acquire { .. } if self.held.is_some() => {
                 let index = self.held.map_or(0, |h| h.modified);
                 let key = self.config.key().as_str().to_owned();
@@ -317,7 +349,12 @@ impl Lock {
                     let key = self.config.key().as_str().to_owned();
                     return self.resolve(now, Error::LockNotOwned { key }, now);
                 };
-                self.send(member, |e, c| wire::unlock(e, c, Some(modified)))
+                let request = self.send(member, |e, c| wire::unlock(e, c, Some(modified)));
+                // The queue's next in line wakes as the key goes: both writes leave together.
+                if self.ticket.as_ref().is_some_and(|t| t.head) {
+                    self.drop_ticket(true, now);
+                }
+                request
             }
         };
         let deadline = now + self.attempt_timeout(now);
@@ -427,6 +464,8 @@ impl Lock {
         match then {
             Then::Write => self.write(now),
             Then::Wait(index) => self.wait(index, now),
+            Then::List(adopt) => self.list_again(adopt, now),
+            Then::Turn(ahead, index) => self.turn_again(ahead, index, now),
             Then::Resolve {
                 write_sent_at,
                 failure,
@@ -481,6 +520,9 @@ impl Lock {
                 } else {
                     self.write(now);
                 }
+            }
+            Phase::Write { .. } if kind == Kind::Read => {
+                self.on_read_command(reply, all_refused, now)
             }
             Phase::Write { sent_at, .. } => match self.judge_write(kind, sent_at, reply) {
                 Verdict::Done(result) => self.done(result, now),
@@ -562,6 +604,7 @@ impl Lock {
                 }
                 self.on_wait(index, reply, now)
             }
+            Phase::Queue(step) => self.on_queue_reply(step, reply, now),
             phase @ Phase::Pause { .. } => {
                 if let Some(running) = self.running.as_mut() {
                     running.phase = phase;
@@ -572,6 +615,9 @@ impl Lock {
 
     /// The answer to a waiting acquire's liveness probe (a quorum read on its watch's member).
     pub(crate) fn on_op_probe(&mut self, reply: Result<Reply, Error>, now: Instant) {
+        if let Some(Phase::Queue(_)) = self.running.as_ref().map(|r| &r.phase) {
+            return self.on_turn_probe(reply, now);
+        }
         let Some(Phase::Wait {
             index, mut probe, ..
         }) = self.running.as_ref().map(|r| &r.phase)
@@ -623,8 +669,7 @@ impl Lock {
             started,
         } = running.kind
         {
-            let idle = matches!(running.phase, Phase::Wait { .. } | Phase::Pause { .. });
-            if running.caller && deadline <= now && idle {
+            if running.caller && deadline <= now && running.is_idle() {
                 let requests: Vec<RequestId> = running.requests().collect();
                 for request in requests {
                     self.cancel_request(request);
@@ -664,6 +709,7 @@ impl Lock {
                     self.move_wait(index, now);
                 }
             },
+            Phase::Queue(_) => self.queue_timers(now),
             Phase::Pause { until, .. } if until <= now => {
                 let Some(Phase::Pause { then, .. }) = self.running.as_mut().map(|r| {
                     std::mem::replace(
@@ -693,20 +739,22 @@ impl Lock {
             return;
         }
         match running.phase {
-            Phase::Wait { request, probe, .. } => {
-                self.cancel_request(request);
-                if let Some(probe) = probe.request() {
-                    self.cancel_request(probe);
+            Phase::Wait { .. } | Phase::Queue(fair::Step::Turn { .. }) => {
+                let requests: Vec<RequestId> = running.requests().collect();
+                for request in requests {
+                    self.cancel_request(request);
                 }
                 self.running = None;
+                self.leave_queue_unserved(now);
                 self.complete(op, Err(Error::Cancelled));
                 self.start_next_op(now);
             }
             Phase::Pause {
-                then: Then::Write | Then::Wait(_),
+                then: Then::Write | Then::Wait(_) | Then::List(_) | Then::Turn(..),
                 ..
             } => {
                 self.running = None;
+                self.leave_queue_unserved(now);
                 self.complete(op, Err(Error::Cancelled));
                 self.start_next_op(now);
             }
@@ -955,6 +1003,8 @@ impl Lock {
                 self.lose(LostReason::NotOwned);
                 Verdict::Done(Err(Error::LockNotOwned { key }))
             }
+            // A read writes nothing: it never needs settling.
+            (Kind::Read, _) => Verdict::Done(Err(failure)),
         }
     }
 
@@ -1065,6 +1115,7 @@ impl Lock {
                 }
             }
             (Err(_), _) if running.kind == Kind::Renew && !running.caller => renew_failed = true,
+            (Err(_), _) if fair::is_acquire(running.kind) => self.leave_queue_unserved(now),
             _ => {}
         }
         let affects_hold = matches!(
@@ -1098,6 +1149,9 @@ impl Lock {
             Ok(Outcome::Renewed(f)) => {
                 observe::renewed(op, f.token, observe::since(now, f.valid_until))
             }
+            Ok(Outcome::Read(holder)) => {
+                tracing::debug!(op, holder = ?holder.as_ref().map(|h| &h.node_id), "read")
+            }
             Err(error) if running.kind == Kind::Renew => {
                 let held = self.held.map(|h| h.fence);
                 let left = held.map(|f| observe::since(now, f.valid_until));
@@ -1119,6 +1173,41 @@ impl Lock {
         }
         running.kind = kind;
         self.write(now);
+    }
+
+    /// The answer to a `read`: who holds the key, or a failure to retry elsewhere.
+    fn on_read_command(&mut self, reply: Result<Reply, Error>, all_refused: bool, now: Instant) {
+        let error = match &reply {
+            Err(e) => e.clone(),
+            Ok(r) => r.clone().into_error("read", &self.config),
+        };
+        let refused = matches!(&reply, Ok(Reply::Error { status, error, .. })
+            if *status < 500 && error.code != code::KEY_NOT_FOUND);
+        match KeyState::from_read(reply) {
+            Some(KeyState::Present {
+                value,
+                created,
+                modified,
+                ttl,
+                ..
+            }) => {
+                let holder = crate::Holder {
+                    node_id: value,
+                    token: created,
+                    modified_index: modified,
+                    ttl_left: ttl.map(Duration::from_secs),
+                };
+                self.finish(Ok(Outcome::Read(Some(holder))), now)
+            }
+            Some(KeyState::Absent { .. }) => self.finish(Ok(Outcome::Read(None)), now),
+            // etcd's own refusal (authentication...): another member would say the same.
+            None if refused => self.finish(Err(error), now),
+            None => {
+                if all_refused || !self.go_on(Then::Write, now) {
+                    self.finish(Err(error), now)
+                }
+            }
+        }
     }
 
     /// The key is held by someone else (at etcd index `index`): watch for its release.
@@ -1171,7 +1260,11 @@ impl Lock {
     /// The key a waiting acquire waits for was released: everyone waiting sees it now, so the
     /// attempt comes after a seeded jitter that spreads them.
     fn released(&mut self, now: Instant) {
-        let jitter = self.rng.duration_up_to(self.config.acquire_jitter());
+        let jitter = if self.jitter_applies() {
+            self.rng.duration_up_to(self.config.acquire_jitter())
+        } else {
+            Duration::ZERO
+        };
         if let Some(running) = self.running.as_mut() {
             running.failures = 0;
             running.released_at = Some(now);

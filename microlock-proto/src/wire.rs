@@ -115,6 +115,112 @@ pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Re
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LongPoll;
 
+/// Where fair acquires queue: beside the key, in `_microlock/queue/NAME/` of the key's own
+/// directory (`locks/job` queues in `locks/_microlock/queue/job/`): a hidden directory in v2
+/// listings, inside whatever key-prefix permission covers the key, and under a segment
+/// [`Key`](crate::Key) refuses, so it never meets a user's key.
+pub(crate) const QUEUE_SEGMENT: &str = "_microlock";
+
+/// `/v2/keys/DIR/_microlock/queue/NAME` for the key `DIR/NAME` (percent-encoded as in the
+/// key's own path).
+fn queue_dir(config: &Config) -> String {
+    let path = config.key().path();
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("/v2/keys", path));
+    format!("{dir}/{QUEUE_SEGMENT}/queue/{name}")
+}
+
+/// A queue request: `path` under the endpoint, with `query` and an optional form.
+fn queue_request(
+    method: Method,
+    endpoint: &Endpoint,
+    config: &Config,
+    path: &str,
+    query: &str,
+    form: Option<String>,
+) -> Request<Vec<u8>> {
+    let mut uri = format!("{}{path}", endpoint.as_str());
+    if !query.is_empty() {
+        uri.push('?');
+        uri.push_str(query);
+    }
+    let builder = authorized(Request::builder().method(method).uri(uri), config);
+    let built = match form {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, FORM)
+            .body(body.into_bytes()),
+        None => builder.body(Vec::new()),
+    };
+    built.expect("validated parts always form a valid request")
+}
+
+/// The path of queue entry `name` (its 20-digit in-order name).
+fn entry_path(config: &Config, name: &str) -> String {
+    format!("{}/{}", queue_dir(config), percent_encode(name))
+}
+
+/// `POST /v2/keys/_microlock/queue/KEY` with `value=ID&ttl=T`: a new entry at the queue's
+/// tail (etcd names it after its createdIndex, zero-padded, so names sort in arrival order).
+pub(crate) fn enqueue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    let body = format!(
+        "value={}&ttl={}",
+        percent_encode(config.node_id().as_str()),
+        config.ttl_secs()
+    );
+    queue_request(Method::POST, endpoint, config, &queue_dir(config), "", Some(body))
+}
+
+/// `GET /v2/keys/_microlock/queue/KEY?sorted=true&quorum=true`: the queue, in order.
+pub(crate) fn list_queue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
+    let dir = queue_dir(config);
+    queue_request(Method::GET, endpoint, config, &dir, "sorted=true&quorum=true", None)
+}
+
+/// `PUT` entry `name` `?prevValue=ID` with `refresh=true&ttl=T`: keeps it queued.
+pub(crate) fn refresh_entry(endpoint: &Endpoint, config: &Config, name: &str) -> Request<Vec<u8>> {
+    let query = format!("prevValue={}", percent_encode(config.node_id().as_str()));
+    let body = format!("refresh=true&ttl={}", config.ttl_secs());
+    let path = entry_path(config, name);
+    queue_request(Method::PUT, endpoint, config, &path, &query, Some(body))
+}
+
+/// Removes entry `name`. `served`: the entry's holder is done with the lock — a
+/// `compareAndDelete` (`?prevValue=ID`), which tells its successor that its turn has come; else
+/// a plain `delete` (left the queue unserved), which makes the successor read the queue again.
+pub(crate) fn remove_entry(
+    endpoint: &Endpoint,
+    config: &Config,
+    name: &str,
+    served: bool,
+) -> Request<Vec<u8>> {
+    let query = if served {
+        format!("prevValue={}", percent_encode(config.node_id().as_str()))
+    } else {
+        String::new()
+    };
+    let path = entry_path(config, name);
+    queue_request(Method::DELETE, endpoint, config, &path, &query, None)
+}
+
+/// `GET` entry `name` `?wait=true&waitIndex=N`: waits for the entry ahead of ours to go.
+pub(crate) fn watch_entry(
+    endpoint: &Endpoint,
+    config: &Config,
+    name: &str,
+    wait_index: u64,
+) -> Request<Vec<u8>> {
+    let query = format!("wait=true&waitIndex={wait_index}");
+    let path = entry_path(config, name);
+    let mut request = queue_request(Method::GET, endpoint, config, &path, &query, None);
+    request.extensions_mut().insert(LongPoll);
+    request
+}
+
+/// `GET` entry `name` `?quorum=true`: is the entry ahead of ours still there?
+pub(crate) fn read_entry(endpoint: &Endpoint, config: &Config, name: &str) -> Request<Vec<u8>> {
+    let path = entry_path(config, name);
+    queue_request(Method::GET, endpoint, config, &path, "quorum=true", None)
+}
+
 /// `GET /v2/members`: the cluster's members and their client URLs (member discovery).
 pub(crate) fn members(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
     authorized(Request::builder(), config)
@@ -124,9 +230,11 @@ pub(crate) fn members(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> 
         .expect("a validated endpoint always forms a valid request")
 }
 
-/// The client URLs in an answer to [`members`]: `{"members":[{"clientURLs":[...]},...]}`.
-/// `None` for anything else; URLs this library cannot use are skipped.
-pub(crate) fn parse_members(response: &Response<Vec<u8>>) -> Option<Vec<Endpoint>> {
+/// The client URLs in an answer to [`members`]: `{"members":[{"clientURLs":[...]},...]}`, one
+/// per member: the first `https://` one when `tls` (the configured endpoints are https), else
+/// the first `http://` one, else the first usable one. `None` for anything else; URLs this
+/// library cannot use are skipped.
+pub(crate) fn parse_members(response: &Response<Vec<u8>>, tls: bool) -> Option<Vec<Endpoint>> {
     #[derive(Deserialize)]
     struct Member {
         #[serde(rename = "clientURLs", default)]
@@ -145,8 +253,16 @@ pub(crate) fn parse_members(response: &Response<Vec<u8>>) -> Option<Vec<Endpoint
         members
             .members
             .iter()
-            .flat_map(|m| &m.client_urls)
-            .filter_map(|url| Endpoint::parse(url).ok())
+            .filter_map(|m| {
+                let usable: Vec<Endpoint> = m
+                    .client_urls
+                    .iter()
+                    .filter_map(|url| Endpoint::parse(url).ok())
+                    .collect();
+                let preferred = usable.iter().position(|e| e.is_tls() == tls);
+                let at = preferred.or((!usable.is_empty()).then_some(0))?;
+                usable.into_iter().nth(at)
+            })
             .collect(),
     )
 }
@@ -166,6 +282,9 @@ pub(crate) struct Node {
     pub ttl: Option<i64>,
     /// When the key expires (present exactly when it has a TTL).
     pub expiration: Option<String>,
+    /// A directory's children (the queue of fair acquires).
+    #[serde(default)]
+    pub nodes: Vec<Node>,
 }
 
 /// A successful answer or a watch event.

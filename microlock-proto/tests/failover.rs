@@ -9,11 +9,14 @@ use microlock_proto::{Config, Endpoint, Error, Event, Lock, Members, Outcome, Re
 
 const M: [&str; 3] = ["m0:2379", "m1:2379", "m2:2379"];
 
+/// Three members; a waiting acquire watches the key itself (these tests script the key's
+/// watch; the queue of fair acquires has its own tests in `fair.rs`).
 fn config() -> Config {
     Config::new("k", "n", Duration::from_secs(5))
         .unwrap()
         .with_endpoints(Endpoint::parse_all(M).unwrap())
         .unwrap()
+        .with_fair_acquire(false)
 }
 
 /// The member (0, 1, 2) a request goes to.

@@ -294,8 +294,12 @@ fn unlock_answers() {
     }
 }
 
+/// A waiting acquire watches the key itself here (these tests script the key's watch; the
+/// queue of fair acquires has its own tests in `fair.rs`).
 fn config_lock_a() -> Config {
-    Config::new("lock", "node-a", Duration::from_secs(5)).unwrap()
+    Config::new("lock", "node-a", Duration::from_secs(5))
+        .unwrap()
+        .with_fair_acquire(false)
 }
 
 fn locked_fixture(lock: &mut Lock, v: &str, now: Instant) {
@@ -913,8 +917,11 @@ fn one(lock: &mut Lock) -> (RequestId, http::Request<Vec<u8>>) {
     r
 }
 
+/// As [`config_lock_a`]: the key's own watch.
 fn config_k() -> Config {
-    Config::new("k", "n", Duration::from_secs(5)).unwrap()
+    Config::new("k", "n", Duration::from_secs(5))
+        .unwrap()
+        .with_fair_acquire(false)
 }
 
 fn created(created: u64, value: &str) -> Response<Vec<u8>> {

@@ -110,6 +110,7 @@ fn config() -> Config {
         .unwrap()
         .with_endpoints(Endpoint::parse_all(["m0:2379,m1:2379"]).unwrap())
         .unwrap()
+        .with_fair_acquire(false)
 }
 
 #[test]

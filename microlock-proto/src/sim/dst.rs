@@ -38,7 +38,9 @@
 //! - (d) no silent stall: a busy, holding or watching machine has a request out or a timer;
 //! - (f) liveness: after the faults heal, some waiter acquires within the TTL + a bound;
 //! - (g) watch liveness: no waiter stays asleep past the liveness bound while quorum holds
-//!   (below).
+//!   (below);
+//! - (h) fair waiting: when a waiter's acquire completes, no queue entry older than its own is
+//!   left (served in queue order, unless one ahead left or expired — then its entry is gone).
 //!
 //! (e) — same seed, same trace — is checked by running twice and comparing
 //! [`Report::trace_hash`]; the trace never shows an [`Instant`] (times are offsets from the
@@ -59,14 +61,16 @@
 //! fit in `L`.
 //!
 //! For a waiting client `w` (a `Waiter` with an `acquire` in progress), let
-//! `s = max(free, waiting, hindered)` where
+//! `s = max(free, waiting, hindered, turn)` where
 //! - `free`: since when the lock key has been absent from the quorum store **and** the cluster
 //!   has had quorum ([`SimCluster::has_quorum`]) — a release, an expiry, or quorum coming back
 //!   while the key is free starts it; the key taken (by anyone) or quorum lost ends it;
 //! - `waiting`: when `w`'s acquire started;
 //! - `hindered`: the latest client-side fault of `w` — the end of a pause, of a partition of the
 //!   client, a crash, or a request or reply of `w` lost by the network (member faults do not
-//!   count: surviving them is the machine's job).
+//!   count: surviving them is the machine's job);
+//! - `turn`: since when no queue entry older than `w`'s own is left (a fair waiter sleeps,
+//!   rightly, while one is ahead of it — until that one is served, leaves or expires).
 //!
 //! Violation (g) when, since `s`, `w` has spent more than `B` *asleep* — with no request out
 //! but long polls — while it is still waiting, has sent no write of the lock key since `s`, the
@@ -107,6 +111,8 @@ use crate::{Completion, Config, Endpoint, Error, Event, Lock, Outcome, RequestId
 
 /// The lock key every client of a world contends for.
 const KEY: &str = "sim/lock";
+/// Where its fair acquires queue.
+const QUEUE: &str = "sim/_microlock/queue/lock";
 
 /// Everything a world is made of; [`Params::from_seed`] derives one from a seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,6 +457,8 @@ struct Client {
     hindered: Duration,
     /// Checker (g): the obligation being watched.
     g: Obligation,
+    /// Checker (g): since when no queue entry is ahead of this client's (`None`: one is).
+    turn_since: Option<Duration>,
 }
 
 /// Checker (g)'s bookkeeping for one client.
@@ -726,6 +734,7 @@ impl World {
                 timer_generation: 0,
                 out: BTreeMap::new(),
                 waiting_since: None,
+                turn_since: Some(Duration::ZERO),
                 wrote: Duration::ZERO,
                 hindered: Duration::ZERO,
                 g: Obligation::default(),
@@ -1578,6 +1587,7 @@ impl World {
                     );
                 }
                 self.last_token = Some(token);
+                self.check_fair_acquisition(client, token);
                 self.acquisitions += 1;
                 if !self.faulty() {
                     self.acquisitions_after_heal += 1;
@@ -1632,6 +1642,7 @@ impl World {
         let index = self.cluster.store().index();
         if index != self.key_seen.0 {
             self.key_seen = (index, self.cluster.store().get(KEY).is_none());
+            self.check_fairness();
         }
         let free = self.key_seen.1 && self.had_quorum;
         match (free, self.free_since) {
@@ -1640,6 +1651,51 @@ impl World {
             _ => {}
         }
         self.check_liveness();
+    }
+
+    /// The queue entries older than the oldest entry of `node_id` (all of them when it has
+    /// none... but then nobody is "ahead": `None`).
+    fn ahead_of(&self, node_id: &str) -> Option<Vec<(String, String, u64)>> {
+        let entries = self.cluster.store().files_in(QUEUE);
+        let own = entries
+            .iter()
+            .filter(|e| e.1 == node_id)
+            .map(|e| e.2)
+            .min()?;
+        Some(
+            entries
+                .into_iter()
+                .filter(|e| e.2 < own && e.1 != node_id)
+                .collect(),
+        )
+    }
+
+    /// Checker (h), when client `c`'s acquire completed with the lock: nobody may be left
+    /// ahead of it in the queue. (Checked at completion, not when the key was created: a write
+    /// of an earlier attempt that a hung member applies late can take a free key out of turn —
+    /// no client decides that — and the machine then owns it only when its turn comes.)
+    fn check_fair_acquisition(&mut self, c: usize, token: u64) {
+        let id = self.clients[c].lock.config().node_id().as_str().to_owned();
+        if let Some(ahead) = self.ahead_of(&id).filter(|a| !a.is_empty()) {
+            self.violation(
+                'h',
+                format!("c{c} acquired token {token} with older queue entries left: {ahead:?}"),
+            );
+        }
+    }
+
+    /// Keeps checker (g)'s `turn` up to date when the store changed.
+    fn check_fairness(&mut self) {
+        for c in 0..self.clients.len() {
+            let id = self.clients[c].lock.config().node_id().as_str().to_owned();
+            let clear = self.ahead_of(&id).map_or(true, |a| a.is_empty());
+            let client = &mut self.clients[c];
+            match (clear, client.turn_since) {
+                (true, None) => client.turn_since = Some(self.now),
+                (false, Some(_)) => client.turn_since = None,
+                _ => {}
+            }
+        }
     }
 
     /// Checker (g): see the module docs.
@@ -1656,8 +1712,10 @@ impl World {
             let waiting = client
                 .waiting_since
                 .filter(|_| client.style == Style::Waiter && client.doing == Doing::Acquiring);
-            let start = match (self.free_since, waiting) {
-                (Some(free), Some(waiting)) => Some(free.max(waiting).max(client.hindered)),
+            let start = match (self.free_since, waiting, client.turn_since) {
+                (Some(free), Some(waiting), Some(turn)) => {
+                    Some(free.max(waiting).max(client.hindered).max(turn))
+                }
                 _ => None,
             };
             let busy = client.out.values().any(|o| !o.watch);

@@ -765,6 +765,27 @@ impl SimEtcd {
         ))
     }
 
+    /// Inspection for tests: the files directly in directory `dir` (decoded, leading `/`
+    /// optional), in key order, as (name, value, `createdIndex`). Empty when there is no such
+    /// directory.
+    pub fn files_in(&self, dir: &str) -> Vec<(String, String, u64)> {
+        let mut prefix = path_clean(format!("/{}", dir.trim_start_matches('/')).as_bytes());
+        prefix.push(b'/');
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(path, _)| path.starts_with(&prefix))
+            .filter(|(path, _)| !path[prefix.len()..].contains(&b'/'))
+            .filter_map(|(path, node)| {
+                let value = node.value.as_ref()?;
+                Some((
+                    String::from_utf8_lossy(&path[prefix.len()..]).into_owned(),
+                    String::from_utf8_lossy(value).into_owned(),
+                    node.created,
+                ))
+            })
+            .collect()
+    }
+
     /// Fault: while `no_quorum` is true, writes (`PUT`, `POST`, `DELETE`) and quorum reads
     /// answer at once `500 {"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver:
     /// request timed out","index":0}` and change nothing, and no key expires (ticks are
