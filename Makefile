@@ -24,7 +24,7 @@ node:
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features microlock-tokio/cli -- -D warnings
 	@# The sans-IO rules: no clock, no runtime or HTTP client in the proto crate.
 	@# (test modules, at the end of a file after `#[cfg(test)]`, may read the clock)
 	@for f in $$(find microlock-proto/src -name '*.rs'); do \
@@ -33,8 +33,12 @@ lint:
 	@! $(CARGO) tree -p microlock-proto -e normal --prefix none | grep -E '^(tokio|hyper|async-std|surf) ' || { echo "microlock-proto depends on a runtime"; exit 1; }
 
 # Unit tests, doctests and the integration suite on etcd 3.4; the integration suite on 3.5.
+# The `microlock` command (tests/tests/cli.rs runs it as a real process) is built first.
+CLI := $(CARGO) build -q -p microlock-tokio --features cli --bin microlock
 test: etcd node lint
+	$(CLI)
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
+	$(CARGO) test -q -p microlock-tokio --features cli --bin microlock
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests -- --skip seeded_worlds --skip planted_violation --skip chaos_bounded
 	$(MAKE) fuzz-replay
 	@# The reference adapter (std only) against real etcd, both versions.
@@ -44,8 +48,10 @@ test: etcd node lint
 	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
 
 test-3.4: etcd node
+	$(CLI)
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace
 test-3.5: etcd node
+	$(CLI)
 	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests
 
 demo:

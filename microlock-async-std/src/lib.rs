@@ -48,8 +48,8 @@ use std::time::Duration;
 use async_std::channel::{self, Receiver, Sender};
 
 pub use microlock_proto::{
-    AuthFailure, Config, Credentials, Endpoint, Error, Event, Fence, Key, LostReason, Members,
-    NodeId, TlsFailure,
+    AuthFailure, Config, Credentials, Endpoint, Error, Event, Fence, Holder, Key, LostReason,
+    Members, NodeId, TlsFailure,
 };
 use microlock_proto::{FromSettings, Lock, Outcome, Settings};
 
@@ -258,8 +258,30 @@ impl Microlock {
         self.run(Command::Renew).await?.into_fence()
     }
 
+    /// Who holds the key now — any node, this one included — or `None` when it is free: a
+    /// quorum read that changes nothing (it fails over like the other commands). For status
+    /// pages and tools; to act on the lock, use [`lock`](Microlock::lock) or
+    /// [`acquire`](Microlock::acquire).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use microlock_async_std::{Etcd, Microlock};
+    /// # async fn demo() -> Result<(), microlock_async_std::Error> {
+    /// let lock = Microlock::new(&Etcd::default(), "jobs/nightly", "observer", Duration::from_secs(10))?;
+    /// match lock.read().await? {
+    ///     Some(holder) => println!("held by {} (token {})", holder.node_id, holder.token),
+    ///     None => println!("free"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read(&self) -> Result<Option<Holder>, Error> {
+        self.run(Command::Read).await?.into_holder()
+    }
+
     /// Takes the lock, waiting up to `timeout` for it to be released if another node holds
-    /// it: the wait is a watch on the key (woken by its release or expiry), not polling.
+    /// it. Waiters are served first come, first served: each takes a ticket in a queue kept in
+    /// etcd and watches only the one ahead of it; the head watches the key (woken by its
+    /// release or expiry) — no polling, no herd (see [`Config::with_fair_acquire`]).
     /// `Err(Error::WaitTimeout)` when the time is up; `Duration::MAX` waits without limit.
     ///
     /// Dropping the returned future cancels the wait: no request, watch or timer is left

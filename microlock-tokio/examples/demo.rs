@@ -1,4 +1,5 @@
-//! Several workers contend for one lock; each takes it, works a little, hands it over.
+//! Several workers contend for one lock; each takes it, works a little, hands it over — in
+//! turn: `acquire` serves waiters first come, first served.
 //!
 //! `cargo run -p microlock-tokio --example demo -- [ETCD_URL] [WORKERS] [ROUNDS]`
 //! (defaults: `http://127.0.0.1:2379`, 4 workers, 3 rounds each). `make demo` starts etcd
@@ -6,7 +7,7 @@
 
 use std::time::Duration;
 
-use microlock_tokio::{Error, Etcd, Event, Microlock};
+use microlock_tokio::{Error, Etcd, Microlock};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -32,28 +33,14 @@ async fn main() -> Result<(), Error> {
         tasks.push(tokio::spawn(async move {
             let me = format!("worker-{w}");
             let lock = Microlock::new(&etcd, &key, &me, Duration::from_secs(5))?;
-            let mut events = lock.events();
             for _ in 0..rounds {
-                loop {
-                    match lock.lock().await {
-                        Ok(fence) => {
-                            println!("{me} holds the lock (fencing token {})", fence.token());
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            println!("{me} releases it");
-                            lock.unlock().await?;
-                            break;
-                        }
-                        // Someone else holds it: wait until it is released, then try again.
-                        Err(Error::AlreadyLocked { .. }) => loop {
-                            match events.next().await {
-                                Some(Event::Unlocked { .. }) => break,
-                                Some(_) => continue,
-                                None => return Err(Error::Destroyed),
-                            }
-                        },
-                        Err(e) => return Err(e),
-                    }
-                }
+                // Waits its turn: waiters are served in arrival order, and a worker that
+                // wants the lock again queues behind the others.
+                let fence = lock.acquire(Duration::from_secs(60)).await?;
+                println!("{me} holds the lock (fencing token {})", fence.token());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                println!("{me} releases it");
+                lock.unlock().await?;
             }
             Ok::<(), Error>(())
         }));

@@ -3,16 +3,252 @@
 //! An adapter's test file instantiates it:
 //! ```text
 //! microlock_tests::conformance_suite!(microlock_tokio, microlock_tests::rt::tokio, tokio::test);
+//! microlock_tests::conformance_suite!(microlock_tokio, microlock_tests::rt::tokio, tokio::test, tls);
 //! ```
 //! `$ml` is the adapter crate (it must export `Etcd`, `Microlock`, `Config`, `Error`, `Event`
 //! with the same API), `$rt` a module of [`crate::rt`], `$test` the runtime's test attribute.
+//!
+//! # Flavours
+//! - plain (module `conformance`): the client under test talks HTTP to
+//!   [`crate::etcd::shared`] (and to its own servers and clusters where a case needs them).
+//! - `tls` (module `conformance_tls`): the **whole** suite again, the client under test talking
+//!   mutual TLS to a TLS etcd ([`crate::tls::shared_tls`], `EtcdServer::start_tls`,
+//!   `EtcdCluster::start_tls`, certificates from [`crate::tls::pki`]), built with
+//!   `Etcd::builder(endpoints).ca_pem(..).client_cert_pem(..)`; plus a few cases of its own
+//!   (refused certificates, wrong schemes: failures, never contention).
+//!
+//! Every case builds the client under test through the flavour's helpers: `client()` (the
+//! shared etcd), `client_for(endpoints)`, `discovering_client(endpoint)`, with endpoints from
+//! `client_url()`, `client_url_of(&server)`, `client_urls_of(&cluster)` or `SCHEME`; servers
+//! from `own_etcd()` and `own_cluster(n)`. What the test itself reads or writes directly
+//! (`inspect::...`, watcher counts) goes to `url()` / `server.client_url()`: plain HTTP in
+//! both flavours (a TLS etcd keeps a plain side channel). Only the `holder` process of
+//! `paused_holder_loses_the_lock...` (a separate binary taking a URL) stays on plain HTTP.
 
-/// Expands to one `#[test]` per conformance case for the given adapter.
+/// Expands to one `#[test]` per conformance case for the given adapter (add `, tls` for the
+/// mutual-TLS flavour: see the module docs).
 #[macro_export]
 macro_rules! conformance_suite {
     ($ml:ident, $rt:path, $test:meta) => {
+        $crate::conformance_suite!(@suite conformance, plain, $ml, $rt, $test);
+    };
+    ($ml:ident, $rt:path, $test:meta, tls) => {
+        $crate::conformance_suite!(@suite conformance_tls, tls, $ml, $rt, $test);
+    };
+
+    // ----- the plain flavour: HTTP ---------------------------------------------------------
+    (@flavour plain, $ml:ident, $test:meta) => {
+        /// The scheme of the client under test's endpoints.
+        const SCHEME: &str = "http";
+
+        /// The shared etcd's URL for the test's own reads and writes (plain HTTP).
+        fn url() -> String {
+            etcd::shared().client_url()
+        }
+
+        /// The shared etcd's URL for the client under test.
+        fn client_url() -> String {
+            url()
+        }
+
+        /// The client under test, on these endpoints.
+        fn client_for(endpoints: Vec<String>) -> Etcd {
+            Etcd::new(endpoints).expect("valid endpoints")
+        }
+
+        /// The client under test, on one endpoint, discovering the other members.
+        fn discovering_client(endpoint: String) -> Etcd {
+            Etcd::new([endpoint])
+                .expect("valid endpoint")
+                .with_member_discovery(true)
+        }
+
+        /// A fresh single-member etcd, so that its watcher count is this test's alone.
+        async fn own_etcd() -> etcd::EtcdServer {
+            rt::blocking(etcd::EtcdServer::start).await
+        }
+
+        /// A fresh `n`-member cluster.
+        async fn own_cluster(n: usize) -> etcd::EtcdCluster {
+            rt::blocking(move || etcd::EtcdCluster::start(n)).await
+        }
+
+        /// `server`'s URL for the client under test.
+        fn client_url_of(server: &etcd::EtcdServer) -> String {
+            server.client_url()
+        }
+
+        /// The cluster's URLs for the client under test, in member order.
+        fn client_urls_of(cluster: &etcd::EtcdCluster) -> Vec<String> {
+            cluster.client_urls()
+        }
+
+        /// What a TCP proxy in front of the shared etcd forwards to.
+        fn proxy_target() -> String {
+            url()
+        }
+
+        /// The client under test's endpoint through a TCP proxy whose URL is `proxy_url`.
+        fn through_proxy(proxy_url: &str) -> String {
+            proxy_url.to_owned()
+        }
+    };
+
+    // ----- the tls flavour: mutual TLS -----------------------------------------------------
+    (@flavour tls, $ml:ident, $test:meta) => {
+        /// The scheme of the client under test's endpoints.
+        const SCHEME: &str = "https";
+
+        /// The shared TLS etcd's plain side channel, for the test's own reads and writes.
+        fn url() -> String {
+            $crate::tls::shared_tls().client_url()
+        }
+
+        /// The shared TLS etcd's https URL, for the client under test.
+        fn client_url() -> String {
+            client_url_of($crate::tls::shared_tls())
+        }
+
+        /// The client under test, on these endpoints: it trusts the test CA and presents the
+        /// test client certificate.
+        fn client_for(endpoints: Vec<String>) -> Etcd {
+            let pki = $crate::tls::pki();
+            Etcd::builder(endpoints)
+                .ca_pem(pki.ca_pem())
+                .client_cert_pem(pki.client_cert_pem(), pki.client_key_pem())
+                .build()
+                .expect("a valid TLS client")
+        }
+
+        /// The client under test, on one endpoint, discovering the other members (a TLS
+        /// member advertises only its https URL).
+        fn discovering_client(endpoint: String) -> Etcd {
+            let pki = $crate::tls::pki();
+            Etcd::builder([endpoint])
+                .ca_pem(pki.ca_pem())
+                .client_cert_pem(pki.client_cert_pem(), pki.client_key_pem())
+                .member_discovery(true)
+                .build()
+                .expect("a valid TLS client")
+        }
+
+        /// A fresh single-member TLS etcd, so that its watcher count is this test's alone.
+        async fn own_etcd() -> etcd::EtcdServer {
+            rt::blocking(|| etcd::EtcdServer::start_tls($crate::tls::pki())).await
+        }
+
+        /// A fresh `n`-member TLS cluster (client and peer TLS).
+        async fn own_cluster(n: usize) -> etcd::EtcdCluster {
+            rt::blocking(move || etcd::EtcdCluster::start_tls(n, $crate::tls::pki())).await
+        }
+
+        /// `server`'s https URL, for the client under test.
+        fn client_url_of(server: &etcd::EtcdServer) -> String {
+            server.tls_client_url().expect("a TLS etcd")
+        }
+
+        /// The cluster's https URLs, for the client under test, in member order.
+        fn client_urls_of(cluster: &etcd::EtcdCluster) -> Vec<String> {
+            cluster.tls_client_urls()
+        }
+
+        /// What a TCP proxy in front of the shared TLS etcd forwards to: its https port (the
+        /// proxy forwards bytes; TLS is end to end).
+        fn proxy_target() -> String {
+            client_url().replacen("https://", "", 1)
+        }
+
+        /// The client under test's endpoint through a TCP proxy whose URL is `proxy_url`: the
+        /// same port, spoken to in TLS (the server certificate names 127.0.0.1, as does the
+        /// proxy URL).
+        fn through_proxy(proxy_url: &str) -> String {
+            proxy_url.replacen("http://", "https://", 1)
+        }
+
+        /// Locks with `etcd` must fail, and never as contention (nor succeed).
+        async fn assert_refused(etcd: &Etcd, what: &str) {
+            let key = unique_key("tls-refused");
+            let a = Microlock::with_config(
+                etcd,
+                Config::new(&key, "node-a", TTL)
+                    .unwrap()
+                    .with_request_timeout(Duration::from_secs(5)),
+            )
+            .unwrap();
+            let outcome = rt::timeout(PATIENCE, a.lock())
+                .await
+                .unwrap_or_else(|| panic!("{what}: lock() did not finish within {PATIENCE:?}"));
+            match outcome {
+                Err(Error::AlreadyLocked { .. }) | Err(Error::LockNotOwned { .. }) | Ok(_) => {
+                    panic!("{what}: expected a failure, not contention or success: {outcome:?}")
+                }
+                Err(_) => {}
+            }
+            assert_eq!(inspect::node(&url(), &key), None, "{what}: nothing written");
+        }
+
+        // ----- TLS only: what must be refused ----------------------------------------------
+
+        #[$test]
+        async fn tls_without_a_client_certificate_is_refused_never_contention() {
+            let pki = $crate::tls::pki();
+            let etcd = Etcd::builder([client_url()])
+                .ca_pem(pki.ca_pem())
+                .build()
+                .expect("a valid TLS client");
+            assert_refused(&etcd, "no client certificate").await;
+        }
+
+        #[$test]
+        async fn tls_with_an_expired_or_foreign_client_certificate_is_refused() {
+            let pki = $crate::tls::pki();
+            for (what, id) in [
+                ("expired client certificate", &pki.expired_client),
+                ("client certificate of another CA", &pki.foreign_client),
+            ] {
+                let etcd = Etcd::builder([client_url()])
+                    .ca_pem(pki.ca_pem())
+                    .client_cert_pem(&id.cert.pem[..], &id.key.pem[..])
+                    .build()
+                    .expect("a valid TLS client");
+                assert_refused(&etcd, what).await;
+            }
+        }
+
+        #[$test]
+        async fn tls_with_an_untrusted_or_misnamed_server_is_refused() {
+            let pki = $crate::tls::pki();
+            // The server's certificate is not signed by the CA the client trusts.
+            let etcd = Etcd::builder([client_url()])
+                .ca_pem(&pki.other_ca.pem[..])
+                .client_cert_pem(pki.client_cert_pem(), pki.client_key_pem())
+                .build()
+                .expect("a valid TLS client");
+            assert_refused(&etcd, "untrusted server certificate").await;
+            // The server's certificate names 127.0.0.1 only, not localhost.
+            let port = $crate::tls::shared_tls().tls_client_port().expect("TLS");
+            let etcd = client_for(vec![format!("https://localhost:{port}")]);
+            assert_refused(&etcd, "server certificate for another name").await;
+        }
+
+        #[$test]
+        async fn tls_and_plain_http_on_the_wrong_port_are_refused() {
+            let server = $crate::tls::shared_tls();
+            // TLS to the plain port: etcd answers the ClientHello with an HTTP 400.
+            let etcd = client_for(vec![format!("https://127.0.0.1:{}", server.client_port())]);
+            assert_refused(&etcd, "TLS to the plain port").await;
+            // Plain HTTP to the TLS port: etcd answers `400 Client sent an HTTP request to an
+            // HTTPS server.`
+            let port = server.tls_client_port().expect("TLS");
+            let etcd = Etcd::new([format!("http://127.0.0.1:{port}")]).expect("valid endpoint");
+            assert_refused(&etcd, "plain HTTP to the TLS port").await;
+        }
+    };
+
+    // ----- the cases, for either flavour ---------------------------------------------------
+    (@suite $module:ident, $flavour:ident, $ml:ident, $rt:path, $test:meta) => {
         #[allow(unused_imports)]
-        mod conformance {
+        mod $module {
             use std::time::Duration;
 
             use $crate::etcd::{self, unique_key};
@@ -27,12 +263,11 @@ macro_rules! conformance_suite {
             /// Generous bound for anything etcd should answer quickly.
             const PATIENCE: Duration = Duration::from_secs(15);
 
-            fn url() -> String {
-                etcd::shared().client_url()
-            }
+            $crate::conformance_suite!(@flavour $flavour, $ml, $test);
 
+            /// The client under test, on the shared etcd of the flavour.
             fn client() -> Etcd {
-                Etcd::new([url()]).expect("valid endpoint")
+                client_for(vec![client_url()])
             }
 
             async fn next_event(events: &mut $ml::Events) -> Event {
@@ -385,8 +620,8 @@ macro_rules! conformance_suite {
 
             #[$test]
             async fn lock_unlock_cycles_keep_one_connection_alive() {
-                let proxy = $crate::proxy::CountingProxy::start(&url());
-                let etcd = Etcd::new([proxy.url.clone()]).unwrap();
+                let proxy = $crate::proxy::CountingProxy::start(&proxy_target());
+                let etcd = client_for(vec![through_proxy(&proxy.url)]);
                 let key = unique_key("keepalive");
                 let a = Microlock::new(&etcd, &key, "node-a", TTL).unwrap();
                 for _ in 0..50 {
@@ -404,7 +639,7 @@ macro_rules! conformance_suite {
                     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                     l.local_addr().unwrap().port()
                 };
-                let etcd = Etcd::new([format!("http://127.0.0.1:{port}")]).unwrap();
+                let etcd = client_for(vec![format!("{SCHEME}://127.0.0.1:{port}")]);
                 let a = Microlock::new(&etcd, "unreachable", "node-a", TTL).unwrap();
                 assert!(
                     matches!(a.lock().await, Err(Error::Transport { .. })),
@@ -430,7 +665,7 @@ macro_rules! conformance_suite {
                         held.push(s); // accept, never answer
                     }
                 });
-                let etcd = Etcd::new([format!("http://127.0.0.1:{port}")]).unwrap();
+                let etcd = client_for(vec![format!("{SCHEME}://127.0.0.1:{port}")]);
                 let config = Config::new("silent", "node-a", TTL)
                     .unwrap()
                     .with_request_timeout(Duration::from_millis(300));
@@ -515,18 +750,13 @@ macro_rules! conformance_suite {
                 }
             }
 
-            /// A fresh single-member etcd, so that its watcher count is this test's alone.
-            async fn own_etcd() -> etcd::EtcdServer {
-                rt::blocking(etcd::EtcdServer::start).await
-            }
-
             // ----- waiting acquire, auto-renew, fencing, guards ----------------------------
 
             #[$test]
             async fn waiter_wakes_on_the_release_itself() {
                 let server = own_etcd().await;
                 let url = server.client_url();
-                let etcd = Etcd::new([url.clone()]).unwrap();
+                let etcd = client_for(vec![client_url_of(&server)]);
                 let a = Microlock::new(&etcd, "wake", "node-a", LONG).unwrap();
                 let b = Microlock::new(&etcd, "wake", "node-b", TTL).unwrap();
                 let first = a.lock().await.unwrap();
@@ -552,7 +782,7 @@ macro_rules! conformance_suite {
             async fn wake_up_latency_over_fifty_handovers() {
                 let server = own_etcd().await;
                 let url = server.client_url();
-                let etcd = Etcd::new([url.clone()]).unwrap();
+                let etcd = client_for(vec![client_url_of(&server)]);
                 let a = Microlock::new(&etcd, "latency", "node-a", LONG).unwrap();
                 let b = Microlock::new(&etcd, "latency", "node-b", TTL).unwrap();
                 let mut latencies = Vec::new();
@@ -628,7 +858,7 @@ macro_rules! conformance_suite {
             async fn cancelled_waiter_leaves_nothing_behind() {
                 let server = own_etcd().await;
                 let url = server.client_url();
-                let etcd = Etcd::new([url.clone()]).unwrap();
+                let etcd = client_for(vec![client_url_of(&server)]);
                 let a = Microlock::new(&etcd, "cancel", "node-a", LONG).unwrap();
                 let b = Microlock::new(&etcd, "cancel", "node-b", TTL).unwrap();
                 a.lock().await.unwrap();
@@ -928,9 +1158,11 @@ macro_rules! conformance_suite {
 
             #[$test]
             async fn three_member_cluster_agrees_and_survives_a_member_loss() {
-                let mut cluster = rt::blocking(|| etcd::EtcdCluster::start(3)).await;
+                let mut cluster = own_cluster(3).await;
+                // `urls` for the test's own reads, `curls` for the clients under test.
                 let urls = cluster.client_urls();
-                let via = |i: usize| Etcd::new([urls[i].clone()]).unwrap();
+                let curls = client_urls_of(&cluster);
+                let via = |i: usize| client_for(vec![curls[i].clone()]);
                 let key = unique_key("cluster");
                 let a = Microlock::new(&via(0), &key, "node-a", TTL).unwrap();
                 let b = Microlock::new(&via(2), &key, "node-b", TTL).unwrap();
@@ -949,14 +1181,12 @@ macro_rules! conformance_suite {
                 let victim = (0..3)
                     .find(|&i| !inspect::is_leader(&urls[i]))
                     .expect("a follower");
-                let mut order: Vec<String> = vec![urls[victim].clone()];
-                order.extend((0..3).filter(|&i| i != victim).map(|i| urls[i].clone()));
-                let etcd_c = Etcd::new(order).unwrap();
+                let mut order: Vec<String> = vec![curls[victim].clone()];
+                order.extend((0..3).filter(|&i| i != victim).map(|i| curls[i].clone()));
+                let etcd_c = client_for(order);
                 let c = Microlock::new(&etcd_c, &key, "node-c", TTL).unwrap();
                 // Given only the victim, with member discovery: the cluster names the others.
-                let only_victim = Etcd::new([urls[victim].clone()])
-                    .unwrap()
-                    .with_member_discovery(true);
+                let only_victim = discovering_client(curls[victim].clone());
                 let key_e = unique_key("cluster-discovery");
                 let e = Microlock::new(&only_victim, &key_e, "node-e", TTL).unwrap();
                 e.lock().await.expect("locked through the given member");
@@ -980,6 +1210,147 @@ macro_rules! conformance_suite {
                 assert!(matches!(d.lock().await, Err(Error::AlreadyLocked { .. })));
                 c.unlock().await.expect("released through a live member");
                 assert_eq!(inspect::value(&survivor, &key), None);
+            }
+
+            // ----- fair waiting: acquire queues, first come first served --------------------
+
+            /// Waits (polling etcd, bound stated) until `key`'s queue has `n` entries; returns
+            /// them.
+            async fn queued(key: &str, n: usize) -> Vec<(String, String)> {
+                let (url, key) = (url(), key.to_owned());
+                rt::blocking(move || {
+                    let deadline = std::time::Instant::now() + PATIENCE;
+                    loop {
+                        let q = inspect::queue(&url, &key);
+                        if q.len() == n {
+                            return q;
+                        }
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the queue of {key} never had {n} entries within {PATIENCE:?}: {q:?}"
+                        );
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+                .await
+            }
+
+            #[$test]
+            async fn fair_acquire_serves_waiters_in_arrival_order() {
+                let key = unique_key("fair-order");
+                let etcd = client();
+                let holder = Microlock::new(&etcd, &key, "holder", LONG).unwrap();
+                holder.lock().await.unwrap();
+                // Three waiters, each queued before the next arrives.
+                let mut waiters = Vec::new();
+                for (i, id) in ["w1", "w2", "w3"].into_iter().enumerate() {
+                    let lock = Microlock::new(&client(), &key, id, LONG).unwrap();
+                    let order = rt::spawn_handle(async move {
+                        let fence = lock.acquire(PATIENCE).await.expect("served in turn");
+                        let at = std::time::Instant::now();
+                        lock.unlock().await.expect("release");
+                        (fence.token(), at)
+                    });
+                    waiters.push(order);
+                    let q = queued(&key, i + 1).await;
+                    assert_eq!(q[i].1, id, "queued in arrival order: {q:?}");
+                }
+                holder.unlock().await.unwrap();
+                let mut served = Vec::new();
+                for w in waiters {
+                    served.push(w.await);
+                }
+                // Tokens (creation order) and times both follow the arrival order.
+                assert!(served.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{served:?}");
+                assert!(queued(&key, 0).await.is_empty(), "served waiters leave the queue");
+            }
+
+            #[$test]
+            async fn a_releaser_that_wants_the_lock_again_queues_behind_a_waiter() {
+                let key = unique_key("fair-retake");
+                let a = Microlock::new(&client(), &key, "a", LONG).unwrap();
+                let b = Microlock::new(&client(), &key, "b", LONG).unwrap();
+                a.acquire(PATIENCE).await.unwrap();
+                let (b_done, a_again) = {
+                    let b_wait = b.acquire(PATIENCE);
+                    let a_cycle = async {
+                        queued(&key, 2).await; // a's own entry, then b's
+                        a.unlock().await.unwrap();
+                        // a wants it again at once: b, queued first, goes first.
+                        let fence = a.acquire(PATIENCE).await.unwrap();
+                        (fence.token(), std::time::Instant::now())
+                    };
+                    let b_cycle = async {
+                        let fence = b_wait.await.unwrap();
+                        let at = std::time::Instant::now();
+                        b.unlock().await.unwrap();
+                        (fence.token(), at)
+                    };
+                    tokio::join!(b_cycle, a_cycle)
+                };
+                assert!(b_done.0 < a_again.0, "b was served before a's second turn");
+                a.unlock().await.unwrap();
+            }
+
+            #[$test]
+            async fn a_cancelled_waiter_leaves_the_queue_and_the_next_one_goes() {
+                let key = unique_key("fair-cancel");
+                let holder = Microlock::new(&client(), &key, "holder", LONG).unwrap();
+                holder.lock().await.unwrap();
+                let quitter = Microlock::new(&client(), &key, "quitter", LONG).unwrap();
+                let patient = Microlock::new(&client(), &key, "patient", LONG).unwrap();
+                let quit = quitter.acquire(Duration::from_millis(1500));
+                let wait = async {
+                    queued(&key, 1).await;
+                    patient.acquire(PATIENCE).await
+                };
+                let leave = async {
+                    let r = quit.await;
+                    assert!(matches!(r, Err(Error::WaitTimeout { .. })), "{r:?}");
+                    // Its entry goes; only the patient waiter is left.
+                    let q = queued(&key, 1).await;
+                    assert_eq!(q[0].1, "patient", "{q:?}");
+                    holder.unlock().await.unwrap();
+                };
+                let (got, ()) = tokio::join!(wait, leave);
+                got.expect("the next waiter goes when the key is released");
+                patient.unlock().await.unwrap();
+            }
+
+            /// A waiter that dies in the queue holds it up for its TTL at most.
+            #[$test]
+            async fn a_crashed_waiters_entry_expires_and_the_queue_moves_on() {
+                let key = unique_key("fair-crash");
+                let holder = Microlock::new(&client(), &key, "holder", LONG).unwrap();
+                holder.lock().await.unwrap();
+                let short = Duration::from_secs(2);
+                let doomed = Microlock::new(&client(), &key, "doomed", short).unwrap();
+                let next = Microlock::new(&client(), &key, "next", LONG).unwrap();
+                let doomed_wait = doomed.acquire(PATIENCE);
+                let run = async {
+                    queued(&key, 1).await;
+                    // It "crashes": its driver stops, nothing removes its entry.
+                    doomed.destroy();
+                    let next_wait = next.acquire(PATIENCE);
+                    let release = async {
+                        queued(&key, 2).await;
+                        holder.unlock().await.unwrap();
+                        std::time::Instant::now()
+                    };
+                    let (got, released) = tokio::join!(next_wait, release);
+                    got.expect("served once the dead entry expired");
+                    // Bound: the dead entry's TTL (2 s) plus etcd's expiry tick and slack.
+                    assert!(released.elapsed() < short + Duration::from_secs(5));
+                };
+                let (destroyed, ()) = tokio::join!(doomed_wait, run);
+                assert!(matches!(destroyed, Err(Error::Destroyed)), "{destroyed:?}");
+                next.unlock().await.unwrap();
+            }
+
+            #[test]
+            fn queue_directories_are_reserved() {
+                let e = Microlock::new(&client(), "jobs/_microlock/queue/x", "n", TTL);
+                assert!(matches!(e, Err(Error::InvalidKey { .. })), "{e:?}");
             }
         }
     };

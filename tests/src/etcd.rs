@@ -17,6 +17,17 @@
 //! read answers. [`EtcdCluster::start`] does the same for an n-member cluster. [`shared`] is one
 //! lazily started server per test process; isolate tests on it with [`unique_key`].
 //!
+//! # TLS
+//! [`EtcdServer::start_tls`] and [`EtcdCluster::start_tls`] take an [`EtcdTls`] (certificate
+//! file paths; `crate::tls::Pki` turns into one): each member then serves clients on an
+//! `https://` URL that demands a client certificate signed by the CA
+//! ([`EtcdServer::tls_client_url`], the only one advertised in `GET /v2/members`) **and** on
+//! the plain `http://` [`EtcdServer::client_url`], the side channel that health probes and the
+//! tests' own inspection use; peers talk mutual TLS on `https://` peer URLs. etcd 3.4 and 3.5
+//! take the mix of schemes (with a warning that the http URL ignores the certificate flags).
+//! The raw HTTPS client is in `crate::tls` (rustls); this module stays `std`-only, and its
+//! [`http_exchange`] speaks HTTP/1.1 over any stream.
+//!
 //! # No leaked processes
 //! etcd is never a direct child of the test process. It is started by a small `sh` wrapper
 //! (see [`WRAPPER`]) whose stdin is a pipe whose only write end is held by the test process
@@ -148,7 +159,7 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 /// A fresh, empty directory under [`std::env::temp_dir`].
-fn fresh_dir(name: &str) -> PathBuf {
+pub(crate) fn fresh_dir(name: &str) -> PathBuf {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -235,6 +246,33 @@ pub struct EtcdServer {
     /// `--initial-cluster` and `--initial-cluster-token`, kept for [`EtcdServer::restart`].
     initial_cluster: String,
     token: String,
+    /// TLS flags and the https client port, kept for [`EtcdServer::restart`]; `None`: plain.
+    tls: Option<MemberTls>,
+}
+
+/// The certificate files of a TLS etcd ([`EtcdServer::start_tls`], [`EtcdCluster::start_tls`]).
+///
+/// Paths only, so that this module stays `std`-only: `tls::Pki` (generated at test time) turns
+/// into one with `EtcdTls::from(&pki)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA certificate(s) trusted for client certificates (`--trusted-ca-file`) and for peers'
+    /// (`--peer-trusted-ca-file`).
+    pub ca_file: PathBuf,
+    /// The server certificate and key of the https client URL (`--cert-file`, `--key-file`).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The certificate and key a member presents to its peers, as server and as client
+    /// (`--peer-cert-file`, `--peer-key-file`).
+    pub peer_cert_file: PathBuf,
+    pub peer_key_file: PathBuf,
+}
+
+/// A TLS member's files and its https client port.
+#[derive(Debug, Clone)]
+struct MemberTls {
+    files: EtcdTls,
+    client_port: u16,
 }
 
 /// Ports and names of one member to be spawned.
@@ -244,12 +282,19 @@ struct MemberSpec {
     client_port: u16,
     peer_port: u16,
     uid: Option<u32>,
+    tls: Option<MemberTls>,
 }
 
 impl MemberSpec {
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        peer_url(self.tls.is_some(), self.peer_port)
     }
+}
+
+/// A member's peer URL: https for a TLS member (peer TLS, mutual).
+fn peer_url(tls: bool, port: u16) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 /// Result of waiting for one member.
@@ -273,19 +318,50 @@ impl EtcdServer {
         EtcdCluster::start(1).members.pop().expect("one member")
     }
 
-    /// `http://127.0.0.1:PORT`, the client URL.
+    /// Like [`start`](EtcdServer::start), with TLS: see [`EtcdCluster::start_tls`]. Clients
+    /// under test use [`tls_client_url`](EtcdServer::tls_client_url) (mutual TLS); the plain
+    /// [`client_url`](EtcdServer::client_url) stays open for the test's own inspection.
+    ///
+    /// # Panics
+    /// As [`start`](EtcdServer::start).
+    pub fn start_tls(tls: impl Into<EtcdTls>) -> EtcdServer {
+        EtcdCluster::start_tls(1, tls)
+            .members
+            .pop()
+            .expect("one member")
+    }
+
+    /// `http://127.0.0.1:PORT`, the client URL: plain HTTP, no client certificate, also on a TLS
+    /// member (where it is the side channel for inspection and direct writes).
     pub fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    /// The client port on 127.0.0.1.
+    /// The client port on 127.0.0.1 (of [`client_url`](EtcdServer::client_url)).
     pub fn client_port(&self) -> u16 {
         self.client_port
     }
 
-    /// The peer URL (`http://127.0.0.1:PORT`).
+    /// `https://127.0.0.1:PORT` on a TLS member: the client URL that demands a client
+    /// certificate signed by the CA; the only client URL it advertises. `None` on a plain member.
+    pub fn tls_client_url(&self) -> Option<String> {
+        self.tls_client_port()
+            .map(|port| format!("https://127.0.0.1:{port}"))
+    }
+
+    /// The port of [`tls_client_url`](EtcdServer::tls_client_url).
+    pub fn tls_client_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|t| t.client_port)
+    }
+
+    /// The certificate files of a TLS member.
+    pub fn tls_files(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref().map(|t| &t.files)
+    }
+
+    /// The peer URL (`http://127.0.0.1:PORT`; `https://` on a TLS member).
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        peer_url(self.tls.is_some(), self.peer_port)
     }
 
     /// The member name (`--name`).
@@ -571,6 +647,7 @@ impl EtcdServer {
             uid: spec.uid,
             initial_cluster: initial_cluster.to_string(),
             token: token.to_string(),
+            tls: spec.tls.clone(),
         };
         server.spawn_wrapper();
         server
@@ -584,6 +661,12 @@ impl EtcdServer {
         let dir = self.dir.clone();
         let data = dir.join("data");
         let client_url = self.client_url();
+        // A TLS member listens on both client URLs but advertises only the https one, so that
+        // clients discovering members (`GET /v2/members`) find TLS URLs.
+        let (listen_client_urls, advertise_client_urls) = match self.tls_client_url() {
+            Some(tls_url) => (format!("{client_url},{tls_url}"), tls_url),
+            None => (client_url.clone(), client_url),
+        };
         let peer_url = self.peer_url();
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -598,9 +681,9 @@ impl EtcdServer {
             .arg(&data)
             .arg("--enable-v2=true")
             .arg("--listen-client-urls")
-            .arg(&client_url)
+            .arg(&listen_client_urls)
             .arg("--advertise-client-urls")
-            .arg(&client_url)
+            .arg(&advertise_client_urls)
             .arg("--listen-peer-urls")
             .arg(&peer_url)
             .arg("--initial-advertise-peer-urls")
@@ -613,6 +696,7 @@ impl EtcdServer {
             .arg(&self.token)
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
+            .args(self.tls.as_ref().map(tls_flags).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -698,6 +782,13 @@ impl EtcdServer {
         if !self.probe() {
             return Ok(false);
         }
+        // etcd opens every listener before it serves any, but check the https one is there too.
+        if let Some(port) = self.tls_client_port() {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
+                return Ok(false);
+            }
+        }
         // A clashing etcd would answer with another member name, but check we still run anyway.
         self.check_running()?;
         let v = try_raw_request_with_timeout(
@@ -728,6 +819,27 @@ impl EtcdServer {
             tail(&self.dir.join("etcd.log"), 6000)
         )
     }
+}
+
+/// etcd's flags for a TLS member: client TLS with client certificates required on the https
+/// client URL (the http one, having no TLS, stays open), and mutual peer TLS.
+fn tls_flags(tls: &MemberTls) -> Vec<std::ffi::OsString> {
+    let f = &tls.files;
+    let flag = |name: &str, path: &Path| {
+        let mut arg = std::ffi::OsString::from(format!("--{name}="));
+        arg.push(path);
+        arg
+    };
+    vec![
+        flag("cert-file", &f.cert_file),
+        flag("key-file", &f.key_file),
+        flag("trusted-ca-file", &f.ca_file),
+        "--client-cert-auth=true".into(),
+        flag("peer-cert-file", &f.peer_cert_file),
+        flag("peer-key-file", &f.peer_key_file),
+        flag("peer-trusted-ca-file", &f.ca_file),
+        "--peer-client-cert-auth=true".into(),
+    ]
 }
 
 /// Waits until every member is healthy; fails fast when any member exits.
@@ -796,7 +908,22 @@ impl EtcdCluster {
     /// When the cluster is not healthy within [`START_TIMEOUT`] (after a few retries on port
     /// clashes), with the tail of the failing member's log.
     pub fn start(n: usize) -> EtcdCluster {
-        EtcdCluster::start_with(n, false)
+        EtcdCluster::start_with(n, false, None)
+    }
+
+    /// Like [`start`](EtcdCluster::start), with TLS everywhere but on one side channel. Each
+    /// member serves clients on two URLs: [`EtcdServer::tls_client_url`]
+    /// (`https://127.0.0.1:P1`, `--cert-file`/`--key-file`, `--client-cert-auth` with
+    /// `--trusted-ca-file`: a client certificate signed by the CA is required), the only one
+    /// advertised, and [`EtcdServer::client_url`] (`http://127.0.0.1:P2`, plain, for the test's
+    /// own inspection). Peers talk mutual TLS on https peer URLs (`--peer-cert-file`,
+    /// `--peer-key-file`, `--peer-trusted-ca-file`, `--peer-client-cert-auth`). The flags are
+    /// kept with each member, so [`EtcdServer::kill`] and [`EtcdServer::restart`] work as usual.
+    ///
+    /// # Panics
+    /// As [`start`](EtcdCluster::start).
+    pub fn start_tls(n: usize, tls: impl Into<EtcdTls>) -> EtcdCluster {
+        EtcdCluster::start_with(n, false, Some(tls.into()))
     }
 
     /// Like [`start`](EtcdCluster::start), but every member runs as its own uid (and gid), so
@@ -809,22 +936,27 @@ impl EtcdCluster {
     /// When not root or `nft` is missing (with install hints), or as [`start`](EtcdCluster::start).
     pub fn start_partitionable(n: usize) -> EtcdCluster {
         require_partition_support();
-        EtcdCluster::start_with(n, true)
+        EtcdCluster::start_with(n, true, None)
     }
 
-    fn start_with(n: usize, own_uids: bool) -> EtcdCluster {
+    fn start_with(n: usize, own_uids: bool, tls: Option<EtcdTls>) -> EtcdCluster {
         assert!(n >= 1, "a cluster needs at least one member");
         let mut last_error = String::new();
         for _attempt in 0..START_ATTEMPTS {
             let id = next_id();
             let tag = format!("microlock-etcd-{}-{id}", std::process::id());
-            let ports = free_ports(2 * n);
+            let per_member = if tls.is_some() { 3 } else { 2 };
+            let ports = free_ports(per_member * n);
             let specs: Vec<MemberSpec> = (0..n)
                 .map(|i| MemberSpec {
                     name: format!("{tag}-m{i}"),
-                    client_port: ports[2 * i],
-                    peer_port: ports[2 * i + 1],
+                    client_port: ports[per_member * i],
+                    peer_port: ports[per_member * i + 1],
                     uid: own_uids.then(next_member_uid),
+                    tls: tls.as_ref().map(|files| MemberTls {
+                        files: files.clone(),
+                        client_port: ports[per_member * i + 2],
+                    }),
                 })
                 .collect();
             let initial_cluster = specs
@@ -868,9 +1000,23 @@ impl EtcdCluster {
         );
     }
 
-    /// The members' client URLs, in member order.
+    /// The members' client URLs, in member order (plain HTTP, also in a TLS cluster).
     pub fn client_urls(&self) -> Vec<String> {
         self.members.iter().map(EtcdServer::client_url).collect()
+    }
+
+    /// The members' https client URLs, in member order.
+    ///
+    /// # Panics
+    /// When the cluster was not started with [`start_tls`](EtcdCluster::start_tls).
+    pub fn tls_client_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| {
+                m.tls_client_url()
+                    .unwrap_or_else(|| panic!("{} is not a TLS member", m.name))
+            })
+            .collect()
     }
 
     /// The index of a member that says it is the raft leader (`GET /v2/stats/self`), if any
@@ -1094,7 +1240,7 @@ fn partition_table_prefix(pid: u32, start: Option<u64>) -> String {
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of a process (`"self"` or a pid), or `None`
 /// when there is no such process.
-fn process_start_time(pid: &str) -> Option<u64> {
+pub(crate) fn process_start_time(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain anything: skip past it.
     let after = &stat[stat.rfind(')')? + 1..];
@@ -1214,30 +1360,74 @@ pub fn try_raw_request_with_timeout(
     form_body: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<RawResponse> {
+    try_raw_request_with_headers(base_url, method, path_and_query, form_body, &[], timeout)
+}
+
+/// Like [`try_raw_request_with_timeout`], with extra request headers (e.g. `Authorization`; a
+/// `Content-Type` given here replaces the form one).
+pub fn try_raw_request_with_headers(
+    base_url: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> std::io::Result<RawResponse> {
     use std::io::{Error, ErrorKind};
     let host = base_url
         .strip_prefix("http://")
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "base_url must start with http://"))?
         .trim_end_matches('/');
-    let addr = host
+    let stream = connect(host, timeout)?;
+    http_exchange(stream, host, method, path_and_query, body, headers)
+}
+
+/// Connects to `host:port` (5 s connect timeout) and sets read and write timeouts.
+pub fn connect(host_port: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::io::{Error, ErrorKind};
+    let addr = host_port
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "base_url has no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
 
+/// Sends one HTTP/1.1 request (`Connection: close`) on `stream` (plain TCP, or a TLS stream) and
+/// reads the whole response: the status line (interim 1xx skipped), the headers and the body
+/// (de-chunked, by `Content-Length`, or up to EOF). `host` goes into the `Host` header. With a
+/// `body`, the request carries its `Content-Length` and, unless `headers` name one,
+/// `Content-Type: application/x-www-form-urlencoded`.
+pub fn http_exchange<S: Read + Write>(
+    mut stream: S,
+    host: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<RawResponse> {
+    use std::io::{Error, ErrorKind};
     let mut req = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: microlock-tests\r\n\
          Accept: */*\r\nConnection: close\r\n"
     );
-    if let Some(body) = form_body {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        }
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
-    if let Some(body) = form_body {
+    if let Some(body) = body {
         bytes.extend_from_slice(body.as_bytes());
     }
     stream.write_all(&bytes)?;

@@ -101,3 +101,39 @@ pub fn watchers(url: &str) -> u64 {
     let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
     v["watchers"].as_u64().expect("a watcher count")
 }
+
+/// The queue of fair acquires of `key` (`DIR/_microlock/queue/NAME/`), in order: each
+/// entry's name and value (the waiting node id). Empty when nobody queues.
+pub fn queue(url: &str, key: &str) -> Vec<(String, String)> {
+    let key = key.strip_prefix('/').unwrap_or(key);
+    let dir = match key.rsplit_once('/') {
+        Some((dir, name)) => format!("{dir}/_microlock/queue/{name}"),
+        None => format!("_microlock/queue/{key}"),
+    };
+    let r = raw_request(
+        url,
+        "GET",
+        &format!("{}?sorted=true&quorum=true", key_path(&dir)),
+        None,
+    );
+    match r.status {
+        200 => {
+            let v: Value = serde_json::from_slice(&r.body).expect("etcd sent JSON");
+            v["node"]["nodes"]
+                .as_array()
+                .map(|nodes| {
+                    nodes
+                        .iter()
+                        .map(|n| {
+                            let name = n["key"].as_str().unwrap_or_default();
+                            let name = name.rsplit('/').next().unwrap_or_default().to_owned();
+                            (name, n["value"].as_str().unwrap_or_default().to_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        404 => Vec::new(),
+        s => panic!("GET the queue of {key:?}: unexpected status {s}: {}", r.text()),
+    }
+}

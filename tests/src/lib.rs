@@ -4,12 +4,17 @@
 #![forbid(unsafe_code)]
 #![allow(missing_docs)]
 
+pub mod auth;
 pub mod chaos;
+pub mod cli;
+pub mod cut_proxy;
 pub mod etcd;
 pub mod fenced;
 pub mod inspect;
 pub mod node;
 pub mod proxy;
 pub mod rt;
+pub mod tls;
 
 mod conformance;
+mod secured;

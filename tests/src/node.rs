@@ -4,6 +4,10 @@
 //! pinned by its `package-lock.json`) with `node` from `$NODE_BIN` or `PATH`, installing its
 //! packages with `npm ci` the first time. A missing `node`/`npm` is a loud failure with an
 //! install hint, never a skip.
+//!
+//! [`NodePeer::start_with`] also takes [`PeerOptions`]: node-etcd's TLS options (`ca`, `cert`,
+//! `key`, read from files) for an `https://` URL, and its basic-auth option (`auth`), handed to
+//! `peer.js` through `MICROLOCK_PEER_*` environment variables.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -76,6 +80,45 @@ pub enum Answer {
     Error(String),
 }
 
+/// How the Node.js client connects, beyond its URL: node-etcd's options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerOptions {
+    /// CA certificate(s) trusted for etcd's server certificate (node-etcd's `ca`).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key files presented to etcd (node-etcd's `cert` and `key`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// User name and password for etcd's authentication (node-etcd's `auth`: HTTP basic).
+    pub user: Option<(String, String)>,
+}
+
+impl PeerOptions {
+    /// Mutual TLS with the test PKI: trusts its CA, presents its client certificate.
+    pub fn mutual_tls(pki: &crate::tls::Pki) -> PeerOptions {
+        PeerOptions {
+            ca_file: Some(pki.ca.path.clone()),
+            client_cert: Some((pki.client.cert.path.clone(), pki.client.key.path.clone())),
+            user: None,
+        }
+    }
+
+    /// The environment of `peer.js` for these options.
+    fn env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = Vec::new();
+        if let Some(ca) = &self.ca_file {
+            env.push(("MICROLOCK_PEER_CA", ca.clone().into_os_string()));
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            env.push(("MICROLOCK_PEER_CERT", cert.clone().into_os_string()));
+            env.push(("MICROLOCK_PEER_KEY", key.clone().into_os_string()));
+        }
+        if let Some((user, password)) = &self.user {
+            env.push(("MICROLOCK_PEER_USER", user.into()));
+            env.push(("MICROLOCK_PEER_PASSWORD", password.into()));
+        }
+        env
+    }
+}
+
 /// One microlock (Node.js) client for one key and node id, in its own process.
 pub struct NodePeer {
     child: Child,
@@ -89,14 +132,32 @@ pub struct NodePeer {
 impl NodePeer {
     /// `new Microlock(new Etcd([host]), key, node_id, ttl)` in a Node.js process.
     pub fn start(client_url: &str, key: &str, node_id: &str, ttl_secs: u64) -> NodePeer {
+        NodePeer::start_with(client_url, key, node_id, ttl_secs, &PeerOptions::default())
+    }
+
+    /// `new Microlock(new Etcd([host], options), key, node_id, ttl)` in a Node.js process, with
+    /// node-etcd's TLS and authentication `options` (an `https://` `client_url` for TLS).
+    pub fn start_with(
+        client_url: &str,
+        key: &str,
+        node_id: &str,
+        ttl_secs: u64,
+        options: &PeerOptions,
+    ) -> NodePeer {
         install();
-        // node-etcd wants `host:port`.
+        // node-etcd wants `host:port` (it adds `http://`), or a whole `https://` URL.
         let host = client_url
             .trim_start_matches("http://")
             .trim_end_matches('/');
         let mut child = Command::new(tool("NODE_BIN", "node"))
             .arg(interop_dir().join("peer.js"))
             .args([host, key, node_id, &ttl_secs.to_string()])
+            .env_remove("MICROLOCK_PEER_CA")
+            .env_remove("MICROLOCK_PEER_CERT")
+            .env_remove("MICROLOCK_PEER_KEY")
+            .env_remove("MICROLOCK_PEER_USER")
+            .env_remove("MICROLOCK_PEER_PASSWORD")
+            .envs(options.env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -27,6 +27,14 @@ pub mod tokio {
     pub async fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
         ::tokio::spawn(future).await.expect("spawned task panicked")
     }
+
+    /// Starts `future` as its own task now; the returned future waits for its output.
+    pub fn spawn_handle<T: Send + 'static>(
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = T> {
+        let handle = ::tokio::spawn(future);
+        async move { handle.await.expect("spawned task panicked") }
+    }
 }
 
 /// async-std.
@@ -52,5 +60,12 @@ pub mod async_std {
     /// Runs `future` as its own task (possibly on another thread) and waits for its output.
     pub async fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
         ::async_std::task::spawn(future).await
+    }
+
+    /// Starts `future` as its own task now; the returned future waits for its output.
+    pub fn spawn_handle<T: Send + 'static>(
+        future: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = T> {
+        ::async_std::task::spawn(future)
     }
 }

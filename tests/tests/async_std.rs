@@ -1,5 +1,16 @@
-//! The conformance suite against `microlock-async-std` on real etcd.
+//! The conformance suite (plain and over mutual TLS) and the secured-etcd suite against `microlock-async-std` on real etcd.
 microlock_tests::conformance_suite!(
+    microlock_async_std,
+    microlock_tests::rt::async_std,
+    async_std::test
+);
+microlock_tests::conformance_suite!(
+    microlock_async_std,
+    microlock_tests::rt::async_std,
+    async_std::test,
+    tls
+);
+microlock_tests::secured_suite!(
     microlock_async_std,
     microlock_tests::rt::async_std,
     async_std::test
