@@ -278,8 +278,10 @@ pub fn run(data: &[u8]) {
 /// Builds the config, or checks the refusal.
 fn config(spec: &ConfigSpec) -> Checked<Option<Config>> {
     let (key, node, ttl) = (spec.key.get(), spec.node.get(), spec.ttl.get());
+    // The key's own protocol (the fair acquire's queue is covered by the simulator, `make dst`,
+    // and by microlock-proto's tests/fair.rs): waiters watch the key.
     let mut config = match Config::new(&key, &node, ttl) {
-        Ok(config) => config,
+        Ok(config) => config.with_fair_acquire(false),
         Err(e) => {
             let right = match &e {
                 Error::InvalidKey { key: k, reason } => *k == key && !reason.is_empty(),

@@ -280,14 +280,16 @@ fn liveness_checker_catches_a_waiter_asleep_on_a_hung_member() {
 /// credited to a later lock beyond the key's real expiry (37192, 99329). The worlds these seeds
 /// make changed with the multi-member simulator; they stay as extra seeds. Fair waiting:
 /// a head of the queue whose entry had expired unseen (its refreshes lost on a hung member)
-/// still contending (102962).
+/// still contending (102962); a head that kept reading the queue because a read's rounded TTL
+/// lowered what its refreshes had established (100009); an entry adopted after a lost POST
+/// answer credited with a whole TTL it no longer had (110712).
 #[test]
 fn regression_seeds() {
     if replaying() {
         return;
     }
     let epoch = Instant::now();
-    for seed in [0, 1, 38, 57, 355, 472, 2029, 11035, 28512, 37192, 99329, 102962] {
+    for seed in [0, 1, 38, 57, 355, 472, 2029, 11035, 28512, 37192, 99329, 102962, 100009, 110712, 139914, 110131] {
         check(&run(seed, &Params::from_seed(seed), epoch));
     }
 }

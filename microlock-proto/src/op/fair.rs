@@ -211,12 +211,7 @@ impl Lock {
     }
 
     /// The answer to the running acquire's queue request.
-    pub(super) fn on_queue_reply(
-        &mut self,
-        step: Step,
-        reply: Result<Reply, Error>,
-        now: Instant,
-    ) {
+    pub(super) fn on_queue_reply(&mut self, step: Step, reply: Result<Reply, Error>, now: Instant) {
         match step {
             Step::Enqueue { seen, sent_at, .. } => self.on_enqueued(seen, sent_at, reply, now),
             Step::List { adopt, sent_at, .. } => self.on_list(adopt, sent_at, reply, now),
@@ -252,7 +247,8 @@ impl Lock {
                     .map(str::to_owned);
                 match name {
                     Some(name) => {
-                        self.take_ticket(name, sent_at, now);
+                        let alive_until = sent_at + self.config.ttl();
+                        self.take_ticket(name, alive_until, now);
                         self.after_queue_step(now, |lock, now| lock.list(None, now));
                     }
                     None => {
@@ -265,7 +261,12 @@ impl Lock {
             // the unfair way rather than not at all.
             Ok(Reply::Error { status: 401, .. }) => {
                 self.queue_refused = true;
-                observe::queue(self.op_number(), "refused (permission): waiting unqueued", "", None);
+                observe::queue(
+                    self.op_number(),
+                    "refused (permission): waiting unqueued",
+                    "",
+                    None,
+                );
                 self.write(now)
             }
             // etcd said no (a key in the way...): the acquire ends.
@@ -287,14 +288,14 @@ impl Lock {
         next(self, now)
     }
 
-    /// Our entry `name`, made by a POST sent at `made` (or earlier).
-    fn take_ticket(&mut self, name: String, made: Instant, now: Instant) {
+    /// Our entry `name`, known to exist until `alive_until`.
+    fn take_ticket(&mut self, name: String, alive_until: Instant, now: Instant) {
         let op = self.op_number();
         observe::queue(op, "queued", &name, None);
         self.ticket = Some(Ticket {
             name,
             head: false,
-            alive_until: made + self.config.ttl(),
+            alive_until,
             refresh: Refresh::At(now + refresh_interval(self)),
         });
     }
@@ -326,9 +327,8 @@ impl Lock {
             // The read failed: read again (elsewhere) while the acquire lasts.
             _ => {
                 let delay = self.backoff();
-                return self.after_queue_step(now, |lock, now| {
-                    lock.pause(delay, Then::List(adopt), now)
-                });
+                return self
+                    .after_queue_step(now, |lock, now| lock.pause(delay, Then::List(adopt), now));
             }
         };
         let name = |n: &Node| {
@@ -346,8 +346,12 @@ impl Lock {
                         .is_some_and(|c| seen.map_or(true, |seen| c > seen))
             });
             if let Some(entry) = made.and_then(name) {
-                // How long it lives is read below, from the list.
+                // Made by a POST whose time we do not know: how long it lives is read below,
+                // from the list (its remaining TTL), and nothing is assumed before that.
                 self.take_ticket(entry, sent_at, now);
+                if let Some(ticket) = self.ticket.as_mut() {
+                    ticket.refresh = Refresh::At(now); // and it is refreshed at once
+                }
             }
         }
         let Some(ticket) = self.ticket.as_mut() else {
@@ -362,7 +366,7 @@ impl Lock {
             .and_then(|n| n.ttl);
         if let Some(ttl) = listed {
             let left = Duration::from_secs((ttl.max(1) - 1) as u64);
-            ticket.alive_until = sent_at + left;
+            ticket.alive_until = ticket.alive_until.max(sent_at + left);
         }
         // Entries of ours that are not our ticket (a POST answered late, a removal that never
         // got through) would only hold up the queue behind them: remove them.
@@ -373,10 +377,12 @@ impl Lock {
             .filter_map(name)
             .filter(|n| *n != ticket.name && !self.removals.iter().any(|r| r.name == *n))
             .collect();
+        // Our entries other than our ticket (strays, and those being removed) are nobody's
+        // turn: skipped.
         let names: Vec<String> = entries
             .iter()
+            .filter(|n| n.value.as_deref() != Some(me) || name(n).as_deref() == Some(&*ticket.name))
             .filter_map(name)
-            .filter(|n| !strays.contains(n))
             .collect();
         let ticket_name = ticket.name.clone();
         let _ = ticket;
@@ -397,15 +403,18 @@ impl Lock {
                     // First, but our entry is about to expire (its refreshes fail): look again
                     // after a pause — refreshed, or gone and queued again.
                     let delay = self.backoff();
-                    self.after_queue_step(now, |lock, now| {
-                        lock.pause(delay, Then::List(None), now)
-                    })
+                    self.after_queue_step(now, |lock, now| lock.pause(delay, Then::List(None), now))
                 }
             }
             Some(at) => {
                 let ahead = names[at - 1].clone();
                 let op = self.op_number();
-                observe::queue(op, "waiting for the entry ahead", &ticket_name, Some(&ahead));
+                observe::queue(
+                    op,
+                    "waiting for the entry ahead",
+                    &ticket_name,
+                    Some(&ahead),
+                );
                 self.after_queue_step(now, |lock, now| lock.turn(ahead, index + 1, now))
             }
         }
@@ -601,7 +610,11 @@ impl Lock {
                     .as_ref()
                     .is_some_and(|r| matches!(r.phase, Phase::Queue(_)));
                 if waiting && !head {
-                    if let Some(requests) = self.running.as_ref().map(|r| r.requests().collect::<Vec<_>>()) {
+                    if let Some(requests) = self
+                        .running
+                        .as_ref()
+                        .map(|r| r.requests().collect::<Vec<_>>())
+                    {
                         for request in requests {
                             self.cancel_request(request);
                         }
@@ -660,6 +673,12 @@ impl Lock {
             }
             _ => {}
         }
+    }
+
+    /// The name of this lock's queue entry, if it has one (for the simulator's checkers).
+    #[cfg(feature = "sim")]
+    pub fn queue_entry(&self) -> Option<&str> {
+        self.ticket.as_ref().map(|t| t.name.as_str())
     }
 
     /// A cancelled or finished acquire that did not keep the lock leaves the queue.
