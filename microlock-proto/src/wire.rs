@@ -166,13 +166,27 @@ pub(crate) fn enqueue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> 
         percent_encode(config.node_id().as_str()),
         config.ttl_secs()
     );
-    queue_request(Method::POST, endpoint, config, &queue_dir(config), "", Some(body))
+    queue_request(
+        Method::POST,
+        endpoint,
+        config,
+        &queue_dir(config),
+        "",
+        Some(body),
+    )
 }
 
 /// `GET /v2/keys/_microlock/queue/KEY?sorted=true&quorum=true`: the queue, in order.
 pub(crate) fn list_queue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
     let dir = queue_dir(config);
-    queue_request(Method::GET, endpoint, config, &dir, "sorted=true&quorum=true", None)
+    queue_request(
+        Method::GET,
+        endpoint,
+        config,
+        &dir,
+        "sorted=true&quorum=true",
+        None,
+    )
 }
 
 /// `PUT` entry `name` `?prevValue=ID` with `refresh=true&ttl=T`: keeps it queued.

@@ -166,7 +166,11 @@ fn an_entry_ahead_that_expires_or_leaves_makes_the_waiter_read_the_queue_again()
         let (id, _) = one(&mut lock);
         lock.handle_response(id, event(action, 10, 20), t);
         let (id, list) = one(&mut lock);
-        assert_eq!(line(&list), format!("GET {QUEUE}?sorted=true&quorum=true"), "{action}");
+        assert_eq!(
+            line(&list),
+            format!("GET {QUEUE}?sorted=true&quorum=true"),
+            "{action}"
+        );
         // `a` is still ahead: watch it.
         lock.handle_response(id, listing(20, &[(9, "a"), (12, "n")]), t);
         let (_, watch) = one(&mut lock);
