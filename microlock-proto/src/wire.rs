@@ -158,7 +158,7 @@ fn entry_path(config: &Config, name: &str) -> String {
     format!("{}/{}", queue_dir(config), percent_encode(name))
 }
 
-/// `POST /v2/keys/_microlock/queue/KEY` with `value=ID&ttl=T`: a new entry at the queue's
+/// `POST /v2/keys/DIR/_microlock/queue/NAME` with `value=ID&ttl=T`: a new entry at the queue's
 /// tail (etcd names it after its createdIndex, zero-padded, so names sort in arrival order).
 pub(crate) fn enqueue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
     let body = format!(
@@ -176,7 +176,7 @@ pub(crate) fn enqueue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> 
     )
 }
 
-/// `GET /v2/keys/_microlock/queue/KEY?sorted=true&quorum=true`: the queue, in order.
+/// `GET /v2/keys/DIR/_microlock/queue/NAME?sorted=true&quorum=true`: the queue, in order.
 pub(crate) fn list_queue(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
     let dir = queue_dir(config);
     queue_request(
