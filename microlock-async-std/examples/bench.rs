@@ -7,6 +7,9 @@
 //! is in `async_std::task::block_on`, as a program's `main` would be. The two clients take turns
 //! cycle by cycle, so that etcd's own drift (compaction, fsync latency) and the machine's load
 //! hit both alike; the figure per client is the median of its rounds' mean cycle time.
+//!
+//! `--json FILE` (anywhere in the arguments) also writes the figures there, for `make bench`'s
+//! report (`microlock-tokio/examples/report.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +33,7 @@ async fn exchange(stream: &TcpStream, request: Request) -> Result<u16> {
 }
 
 async fn bench() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let (mut args, json) = split_json_flag(std::env::args().skip(1))?;
     let url = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
@@ -104,5 +107,42 @@ async fn bench() -> Result<()> {
         m_bare.as_secs_f64() * 1e6
     );
     println!("  ratio               : {ratio:.3}");
+    if let Some(path) = json {
+        // Written by hand: this crate has no JSON library, and these are plain numbers.
+        let us = |rounds: &[Duration]| {
+            let all: Vec<String> = rounds
+                .iter()
+                .map(|d| format!("{:.3}", d.as_secs_f64() * 1e6))
+                .collect();
+            format!("[{}]", all.join(", "))
+        };
+        let report = format!(
+            "{{\n  \"bench\": \"uncontended\",\n  \"adapter\": \"microlock-async-std\",\n  \
+             \"transport\": \"http\",\n  \"floor\": \"bare async-h1\",\n  \
+             \"cycles\": {cycles},\n  \"rounds\": {rounds},\n  \
+             \"microlock_us\": {:.3},\n  \"floor_us\": {:.3},\n  \"ratio\": {ratio:.5},\n  \
+             \"rounds_microlock_us\": {},\n  \"rounds_floor_us\": {}\n}}\n",
+            m_ours.as_secs_f64() * 1e6,
+            m_bare.as_secs_f64() * 1e6,
+            us(&ours),
+            us(&theirs),
+        );
+        std::fs::write(path, report)?;
+    }
     Ok(())
+}
+
+/// The arguments without `--json FILE`, and FILE.
+fn split_json_flag(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(std::vec::IntoIter<String>, Option<String>)> {
+    let (mut rest, mut json) = (Vec::new(), None);
+    while let Some(arg) = args.next() {
+        if arg == "--json" {
+            json = Some(args.next().ok_or("--json needs a file name")?);
+        } else {
+            rest.push(arg);
+        }
+    }
+    Ok((rest.into_iter(), json))
 }

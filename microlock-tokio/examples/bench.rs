@@ -9,6 +9,9 @@
 //! With an `https://` URL both clients speak mutual TLS (rustls, one rustls configuration for
 //! both) with the CA, certificate and key named by `ETCD_CA`, `ETCD_CERT` and `ETCD_KEY`
 //! (`WITH_ETCD_TLS=1 .ci/with-etcd.sh` sets them): bare hyper over hyper-rustls is the floor.
+//!
+//! `--json FILE` (anywhere in the arguments) also writes the figures there, for `make bench`'s
+//! report (`examples/report.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ use microlock_tokio::{Etcd, Microlock};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let (mut args, json) = split_json_flag(std::env::args().skip(1))?;
     let url = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
@@ -127,9 +130,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
     let over = if tls { " over mutual TLS" } else { "" };
     println!("lock+unlock cycle{over}, median of {rounds} rounds x {cycles} cycles:");
-    println!("  microlock-tokio   : {:>9.1} µs", m_ours.as_secs_f64() * 1e6);
-    let floor = if tls { "bare hyper+rustls" } else { "bare hyper" };
+    println!(
+        "  microlock-tokio   : {:>9.1} µs",
+        m_ours.as_secs_f64() * 1e6
+    );
+    let floor = if tls {
+        "bare hyper+rustls"
+    } else {
+        "bare hyper"
+    };
     println!("  {floor:<18}: {:>9.1} µs", m_bare.as_secs_f64() * 1e6);
     println!("  ratio             : {ratio:.3}");
+    if let Some(path) = json {
+        let us = |rounds: &[Duration]| {
+            rounds
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e6)
+                .collect::<Vec<_>>()
+        };
+        let report = serde_json::json!({
+            "bench": "uncontended",
+            "adapter": "microlock-tokio",
+            "transport": if tls { "mutual TLS" } else { "http" },
+            "floor": floor,
+            "cycles": cycles,
+            "rounds": rounds,
+            "microlock_us": m_ours.as_secs_f64() * 1e6,
+            "floor_us": m_bare.as_secs_f64() * 1e6,
+            "ratio": ratio,
+            "rounds_microlock_us": us(&ours),
+            "rounds_floor_us": us(&theirs),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+    }
     Ok(())
+}
+
+/// The arguments without `--json FILE`, and FILE.
+fn split_json_flag(
+    mut args: impl Iterator<Item = String>,
+) -> Result<(std::vec::IntoIter<String>, Option<String>), String> {
+    let (mut rest, mut json) = (Vec::new(), None);
+    while let Some(arg) = args.next() {
+        if arg == "--json" {
+            json = Some(args.next().ok_or("--json needs a file name")?);
+        } else {
+            rest.push(arg);
+        }
+    }
+    Ok((rest.into_iter(), json))
 }
