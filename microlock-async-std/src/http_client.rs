@@ -1,12 +1,26 @@
 //! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back, over
-//! plain TCP or TLS (rustls), on keep-alive connections.
+//! plain TCP or TLS (rustls), on keep-alive connections: a pool of our own, with a bounded
+//! number of connections per member.
+//!
+//! Each member has two budgets of connections (from the handle's
+//! [`Settings`](microlock_proto::Settings)): one for short requests (lock, unlock, renew,
+//! reads, probes: `max_connections_per_member`) and one for long polls (requests marked
+//! [`LongPoll`]: `max_watches_per_member`), so that watches, which hold their connection for as
+//! long as their key is quiet, can never starve the short requests. A request takes a place in
+//! its budget before it takes a connection (an idle one, else a new one), and gives it back once
+//! the connection is back in the pool or closed; a request that finds its budget full waits for
+//! a place, first come first served ([`Budget`]). So a handle never has more than the sum of
+//! both budgets open to one member. A request dropped while it waits (the machine gave up on
+//! it: the driver drops its future) leaves the queue; one dropped while it runs closes its
+//! connection and frees its place. (The same rules as microlock-tokio's pool.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use async_std::io::{Read, ReadExt, Write};
 use async_std::net::TcpStream;
@@ -16,7 +30,7 @@ use futures_rustls::TlsConnector;
 use microlock_proto::driver::Failure;
 use microlock_proto::http::header::CONTENT_TYPE;
 use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use microlock_proto::{tls, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
+use microlock_proto::{tls, LongPoll, Settings, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
 use surf::http::headers::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use surf::http::{Method, Url};
 
@@ -35,9 +49,13 @@ struct Inner {
 }
 
 impl HttpClient {
-    pub(crate) fn new(tls: Option<&TlsConfig>) -> HttpClient {
+    /// A pool with the caps and TLS settings of `settings`.
+    pub(crate) fn new(settings: &Settings) -> HttpClient {
+        let tls = settings.tls();
         let pool = Pool {
-            idle: Mutex::default(),
+            members: Mutex::default(),
+            max_requests: settings.max_connections_per_member(),
+            max_watches: settings.max_watches_per_member(),
             tls: tls.map(|tls| TlsConnector::from(tls.rustls())),
         };
         HttpClient(Arc::new(Inner {
@@ -66,9 +84,11 @@ impl HttpClient {
                 if e.downcast_ref::<ConnectFailed>().is_some() {
                     return Err(Failure::Connect(describe(e)));
                 }
-                // A TLS port closes on plain HTTP without a word (async-h1: "connection
-                // closed", no byte read): ask it.
-                if let Some(uri) = plain.filter(|_| e.to_string() == "connection closed") {
+                // A TLS port closes (or resets) plain HTTP without a word (async-h1:
+                // "connection closed", no byte read): ask it.
+                let unanswered = e.downcast_ref::<Unanswered>().is_some()
+                    || e.to_string() == "connection closed";
+                if let Some(uri) = plain.filter(|_| unanswered) {
                     if speaks_tls(&uri).await {
                         return Err(Failure::Tls(
                             TlsFailure::PlaintextToTls,
@@ -103,6 +123,42 @@ impl HttpClient {
 #[derive(Debug)]
 struct ConnectFailed(io::Error);
 
+/// A request on a new plain connection got no answer at all (closed or reset): `send` asks
+/// the port whether it speaks TLS.
+#[derive(Debug)]
+struct Unanswered(String);
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// What a request that got no answer on the new connection `stream` failed of. Over TLS, the
+/// member may have refused the client certificate with an alert after the handshake (TLS 1.3)
+/// and closed: writing the request then fails ("broken pipe") before the alert is read, so read
+/// it (for at most half a second) and report the alert when that is what it was. Over plain
+/// TCP, [`Unanswered`].
+async fn unanswered(mut stream: Conn, error: surf::Error) -> surf::Error {
+    if !matches!(stream, Conn::Tls(_)) {
+        let reason = format!("{error:#}");
+        return surf::Error::new(error.status(), Unanswered(reason));
+    }
+    let mut buf = [0; 256];
+    let read = async_std::future::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+    match read {
+        Ok(Err(e))
+            if e.get_ref()
+                .is_some_and(|e| e.is::<futures_rustls::rustls::Error>()) =>
+        {
+            surf::Error::new(error.status(), e)
+        }
+        _ => error,
+    }
+}
+
 impl std::fmt::Display for ConnectFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "connect: {}", self.0)
@@ -121,6 +177,9 @@ impl HttpClient {
         let (parts, body) = request.into_parts();
         let method: Method = parts.method.as_str().parse().map_err(describe)?;
         let mut out = surf::http::Request::new(method, self.url(&parts.uri)?);
+        if parts.extensions.get::<LongPoll>().is_some() {
+            out.ext_mut().insert(LongPoll); // for the pool: a watch, on the watches' budget
+        }
         for (name, value) in &parts.headers {
             let value = value.to_str().map_err(|e| format!("header {name}: {e}"))?;
             out.append_header(name.as_str(), value);
@@ -183,12 +242,15 @@ fn describe(error: surf::Error) -> String {
     format!("{error:#}")
 }
 
-/// Idle connections by scheme, host and port. A connection goes back only once its response
-/// was read to the end; a request dropped earlier (aborted, timed out) or a body past the bound
-/// closes it, so a late answer can never be read as the next request's. (surf's own
-/// `h1-client` pool puts such a connection back.)
+/// The members' budgets and idle connections, by scheme, host and port. A connection goes
+/// back only once its response was read to the end; a request dropped earlier (aborted, timed
+/// out) or a body past the bound closes it, so a late answer can never be read as the next
+/// request's. (surf's own `h1-client` pool puts such a connection back.)
 struct Pool {
-    idle: Mutex<HashMap<Origin, Vec<Conn>>>,
+    members: Mutex<HashMap<Origin, Arc<Member>>>,
+    /// Places per member for short requests and for long polls.
+    max_requests: usize,
+    max_watches: usize,
     /// rustls on microlock-proto's configuration, for `https://` members.
     tls: Option<TlsConnector>,
 }
@@ -196,7 +258,9 @@ struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("idle", &self.idle)
+            .field("members", &self.members)
+            .field("max_requests", &self.max_requests)
+            .field("max_watches", &self.max_watches)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -204,6 +268,20 @@ impl std::fmt::Debug for Pool {
 
 /// `(is https, host, port)`.
 type Origin = (bool, String, u16);
+
+/// An idle connection unused for this long is closed rather than reused (hyper's own pool's
+/// default: under the idle timeouts of common servers and proxies, so a request rarely meets a
+/// connection the other side is closing).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One member's budgets and idle connections.
+#[derive(Debug)]
+struct Member {
+    requests: Budget,
+    watches: Budget,
+    /// Connections whose last response was read to its end, newest last.
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
 
 impl surf::HttpClient for Pool {
     fn send<'a, 'b>(
@@ -221,6 +299,9 @@ impl surf::HttpClient for Pool {
 impl Pool {
     /// One request and its whole response, body included (at most one byte past the machine's
     /// bound), on an idle connection or a new one.
+    ///
+    /// It holds a place in the member's budget (the watches' for a [`LongPoll`]) from before it
+    /// takes a connection until that connection is back in the pool or closed.
     async fn exchange(&self, request: surf::http::Request) -> surf::Result<surf::http::Response> {
         let url = request.url();
         let key = (
@@ -228,13 +309,26 @@ impl Pool {
             url.host_str().unwrap_or_default().to_owned(),
             url.port_or_known_default().unwrap_or(80),
         );
-        let stream = match self.take_idle(&key) {
-            Some(stream) => stream,
-            None => self.connect(url).await.map_err(|e| {
-                surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
-            })?,
+        let member = self.member(&key);
+        let budget = match request.ext().get::<LongPoll>() {
+            Some(_) => &member.watches,
+            None => &member.requests,
         };
-        let mut response = async_h1::client::connect(stream.clone(), request).await?;
+        let place = budget.acquire().await;
+        let (stream, fresh) = match member.take_idle() {
+            Some(stream) => (stream, false),
+            None => {
+                let stream = self.connect(url).await.map_err(|e| {
+                    surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
+                })?;
+                (stream, true)
+            }
+        };
+        let mut response = match async_h1::client::connect(stream.clone(), request).await {
+            Ok(response) => response,
+            Err(e) if fresh => return Err(unanswered(stream, e).await),
+            Err(e) => return Err(e),
+        };
         // HTTP/1.1 keeps the connection unless told otherwise, when the body has a known end.
         let close = response.header(CONNECTION);
         let reusable = !close.is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))
@@ -247,11 +341,27 @@ impl Pool {
             .await?;
         if reusable && bytes.len() <= MAX_RESPONSE_BYTES {
             // Read to its end: the connection is at the next response's start.
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.entry(key).or_default().push(stream);
+            let mut idle = (member.idle.lock()).unwrap_or_else(PoisonError::into_inner);
+            idle.push((stream, Instant::now()));
         }
+        drop(place);
         response.set_body(bytes);
         Ok(response)
+    }
+
+    /// The member at `key`, met now or before.
+    fn member(&self, key: &Origin) -> Arc<Member> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(member) = members.get(key) {
+            return member.clone();
+        }
+        let member = Arc::new(Member {
+            requests: Budget::new(self.max_requests),
+            watches: Budget::new(self.max_watches),
+            idle: Mutex::default(),
+        });
+        members.insert(key.clone(), member.clone());
+        member
     }
 
     /// A new connection to `url`'s origin: TCP, then a TLS handshake for `https://`. Any
@@ -274,19 +384,163 @@ impl Pool {
             .to_owned();
         let name = ServerName::try_from(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let stream = tls.connect(name, tcp).await?;
+        let stream = tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), microlock_proto::tls::HandshakeFailed(e)))?;
         Ok(Conn::Tls(Arc::new(Mutex::new(stream))))
     }
+}
 
-    /// An idle connection to `host:port` that the server has not closed meanwhile.
-    fn take_idle(&self, key: &Origin) -> Option<Conn> {
+impl Member {
+    /// The newest idle connection that the server has not closed meanwhile; closes those idle
+    /// for too long.
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let streams = idle.get_mut(key)?;
         let waker = Waker::from(Arc::new(NoWake));
         let mut cx = Context::from_waker(&waker);
+        let now = Instant::now();
         // Still open and silent: a read would wait.
-        streams.retain_mut(|s| Pin::new(s).poll_read(&mut cx, &mut [0]).is_pending());
-        streams.pop()
+        idle.retain_mut(|(s, since)| {
+            now.duration_since(*since) < IDLE_TIMEOUT
+                && Pin::new(s).poll_read(&mut cx, &mut [0]).is_pending()
+        });
+        idle.pop().map(|(s, _)| s)
+    }
+}
+
+/// A fair counting semaphore, runtime-agnostic: `n` places, handed out first come, first
+/// served. A place freed while requests wait goes straight to the oldest waiter (a newcomer
+/// cannot take it first, so no waiter is passed over however busy the member is). Dropping an
+/// [`acquire`](Budget::acquire) future leaves the queue, or, if a place was handed to it
+/// meanwhile, hands that place on: no place is ever lost.
+struct Budget(Mutex<Places>);
+
+#[derive(Default)]
+struct Places {
+    free: usize,
+    /// Tickets waiting, oldest first, with the waker of their last poll.
+    waiting: BTreeMap<u64, Option<Waker>>,
+    /// Tickets handed a place, not yet polled.
+    granted: HashSet<u64>,
+    next_ticket: u64,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let places = self.places();
+        f.debug_struct("Budget")
+            .field("free", &places.free)
+            .field("waiting", &places.waiting.len())
+            .finish()
+    }
+}
+
+impl Budget {
+    fn new(places: usize) -> Budget {
+        Budget(Mutex::new(Places {
+            free: places,
+            ..Places::default()
+        }))
+    }
+
+    fn places(&self) -> std::sync::MutexGuard<'_, Places> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place, once one is free for this caller.
+    fn acquire(&self) -> Acquire<'_> {
+        Acquire {
+            budget: self,
+            ticket: None,
+        }
+    }
+
+    /// Gives a place back: to the oldest waiter, else to the free ones.
+    fn release(&self) {
+        let waker = {
+            let mut places = self.places();
+            match places.waiting.pop_first() {
+                Some((ticket, waker)) => {
+                    places.granted.insert(ticket);
+                    waker
+                }
+                None => {
+                    places.free += 1;
+                    None
+                }
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// Waits for a place in a [`Budget`].
+struct Acquire<'a> {
+    budget: &'a Budget,
+    /// Its place in the queue, once it waits.
+    ticket: Option<u64>,
+}
+
+/// A place in a [`Budget`], given back on drop.
+struct Place<'a>(&'a Budget);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl<'a> Future for Acquire<'a> {
+    type Output = Place<'a>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Place<'a>> {
+        let budget = self.budget;
+        let mut places = budget.places();
+        match self.ticket {
+            Some(ticket) if places.granted.remove(&ticket) => {
+                drop(places);
+                self.ticket = None;
+                return Poll::Ready(Place(budget));
+            }
+            Some(ticket) => {
+                if let Some(waker) = places.waiting.get_mut(&ticket) {
+                    match waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                }
+            }
+            // Nobody ahead: take a free place.
+            None if places.free > 0 && places.waiting.is_empty() => {
+                places.free -= 1;
+                return Poll::Ready(Place(budget));
+            }
+            None => {
+                let ticket = places.next_ticket;
+                places.next_ticket += 1;
+                places.waiting.insert(ticket, Some(cx.waker().clone()));
+                drop(places);
+                self.ticket = Some(ticket);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket else {
+            return;
+        };
+        let mut places = self.budget.places();
+        if places.waiting.remove(&ticket).is_none() && places.granted.remove(&ticket) {
+            // Handed a place it will never use: hand it on.
+            drop(places);
+            self.budget.release();
+        }
     }
 }
 

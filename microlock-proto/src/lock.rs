@@ -135,6 +135,8 @@ pub struct Lock {
     /// etcd refused this lock's queue (a permission covering the key, not its directory):
     /// its acquires wait unqueued.
     pub(crate) queue_refused: bool,
+    /// An unlock that released the key and waits for its queue hand-off to be answered.
+    pub(crate) deferred_unlock: Option<(OpId, Result<Outcome, Error>)>,
     /// The highest etcd index any answer has shown (0: none yet).
     pub(crate) seen_index: u64,
     /// The earliest create (lock/acquire write) whose outcome was never settled — its send
@@ -157,6 +159,7 @@ impl Lock {
             ticket: None,
             removals: Vec::new(),
             queue_refused: false,
+            deferred_unlock: None,
             members: Members::new(config.endpoints().to_vec()),
             in_flight: BTreeMap::new(),
             discovery: None,
@@ -356,6 +359,9 @@ impl Lock {
         // Nothing is sent after this: a queue entry of ours expires with its TTL.
         self.ticket = None;
         self.removals.clear();
+        if let Some((op, result)) = self.deferred_unlock.take() {
+            self.complete(op, result); // the key was released
+        }
         self.lose(LostReason::Destroyed);
         self.stop_watch();
         if let Some((request, _)) = self.discovery.take() {

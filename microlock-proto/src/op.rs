@@ -1126,7 +1126,16 @@ impl Lock {
             self.schedule_renew(now, renew_failed);
         }
         if running.caller {
-            self.complete(running.op, result);
+            if matches!(running.kind, Kind::Unlock { .. })
+                && result.is_ok()
+                && self.hand_off_pending()
+            {
+                // Released: it completes once the queue's next in line has been told too, so
+                // that a caller that drops the lock at once does not cut that message off.
+                self.deferred_unlock = Some((running.op, result));
+            } else {
+                self.complete(running.op, result);
+            }
         }
         self.start_next_op(now);
     }

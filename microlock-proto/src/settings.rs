@@ -18,9 +18,43 @@ pub struct Settings {
     member_discovery: bool,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
+    max_connections_per_member: usize,
+    max_watches_per_member: usize,
 }
 
 impl Settings {
+    /// The default of [`Builder::max_connections_per_member`]: 64 connections per member for
+    /// short requests (lock, unlock, renew, reads, liveness probes).
+    ///
+    /// Why 64. An HTTP/1.1 connection carries one request at a time, so `n` connections allow
+    /// `n` requests in flight per member, and a handle's rate is at most `n / latency`. etcd
+    /// commits concurrent writes together (one raft round and one disk sync for many), so it
+    /// needs some concurrency to reach its own rate, and no more. Measured on loopback (one
+    /// etcd 3.4 member, two cores shared with the client; `examples/many_locks.rs`: 10,000
+    /// locks taken at once by one handle), on a quiet machine: 8 connections, 6,000–7,500
+    /// locks/s; 16, 7,000–9,400; 32, 8,500–11,300; 64, 7,900–13,000; 128 and 256, no more
+    /// (6,700–13,500); the former unbounded pool opened 8,000–10,000 sockets for 5,300–7,900
+    /// locks/s. With the cores busy with other work too, 8 or 16 connections let the end of
+    /// such a burst wait past the 2 s request timeout (some locks failed with `Timeout`); 64
+    /// did in 1 run of 10 (and the unbounded pool in 4 of 6). 64 also leaves room for a real
+    /// cluster's latency (a network round trip and a disk sync per write) before the cap, not
+    /// etcd, sets the rate; more would only add connections here and goroutines and buffers in
+    /// etcd. With
+    /// [`DEFAULT_MAX_WATCHES_PER_MEMBER`](Settings::DEFAULT_MAX_WATCHES_PER_MEMBER), a handle
+    /// opens at most 256 connections to a member, 768 to three: under 1,024, the usual soft
+    /// limit of open files.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_MEMBER: usize = 64;
+
+    /// The default of [`Builder::max_watches_per_member`]: 192 long polls per member.
+    ///
+    /// Why 192. A watch holds a connection of its own for as long as its key is quiet (the v2
+    /// API serves one long poll per connection), so this is how many keys a handle can watch
+    /// at once on one member without delay (`events()` streams and waiting acquires): far more
+    /// than a process usually watches, each costing a file descriptor here and a connection
+    /// and goroutine in etcd; and with the 64 short connections, 256 per member in all (see
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_MEMBER`](Settings::DEFAULT_MAX_CONNECTIONS_PER_MEMBER)).
+    pub const DEFAULT_MAX_WATCHES_PER_MEMBER: usize = 192;
+
     /// The members' client URLs.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
@@ -34,6 +68,18 @@ impl Settings {
     /// Whether member discovery is on.
     pub fn member_discovery(&self) -> bool {
         self.member_discovery
+    }
+
+    /// How many connections the handle opens to one member for short requests (see
+    /// [`Builder::max_connections_per_member`]); at least 1.
+    pub fn max_connections_per_member(&self) -> usize {
+        self.max_connections_per_member
+    }
+
+    /// How many long polls (watches) the handle keeps open on one member (see
+    /// [`Builder::max_watches_per_member`]); at least 1.
+    pub fn max_watches_per_member(&self) -> usize {
+        self.max_watches_per_member
     }
 
     /// The TLS configuration for `https://` endpoints (`None` when every endpoint is
@@ -121,6 +167,8 @@ pub struct Builder<E> {
     ca: Option<crate::tls::Pem>,
     #[cfg(feature = "tls")]
     client: Option<(crate::tls::Pem, crate::tls::Pem)>,
+    max_connections_per_member: usize,
+    max_watches_per_member: usize,
     target: PhantomData<fn() -> E>,
 }
 
@@ -136,6 +184,8 @@ impl<E> Default for Builder<E> {
             ca: None,
             #[cfg(feature = "tls")]
             client: None,
+            max_connections_per_member: Settings::DEFAULT_MAX_CONNECTIONS_PER_MEMBER,
+            max_watches_per_member: Settings::DEFAULT_MAX_WATCHES_PER_MEMBER,
             target: PhantomData,
         }
     }
@@ -246,6 +296,87 @@ impl<E: FromSettings> Builder<E> {
         self
     }
 
+    /// At most `n` connections to each member for short requests — lock, unlock, renew,
+    /// reads, liveness probes — shared by every lock of the handle (default
+    /// [`Settings::DEFAULT_MAX_CONNECTIONS_PER_MEMBER`], 64; the reasoning is there).
+    /// Watches have a budget of their own
+    /// ([`max_watches_per_member`](Builder::max_watches_per_member)), so a handle opens at
+    /// most `n` + that many connections to a member, however many locks it has.
+    ///
+    /// A request that finds all `n` busy waits for one (first come, first served) instead of
+    /// opening another. The wait counts against the request's own timeout
+    /// (`Config::with_request_timeout`): a request still waiting when the machine gives up on
+    /// it leaves the queue, and is settled like any request that timed out (a quorum read,
+    /// another member). So size `n` for your bursts: a handle drains at most `n / latency`
+    /// requests a second, and a burst of `b` requests waits about `b × latency / n` for the
+    /// last one.
+    ///
+    /// `0` is refused by [`build`](Builder::build) (`Error::InvalidOption`).
+    ///
+    /// ```
+    /// use microlock_proto::{Builder, Settings};
+    /// let settings = Builder::<Settings>::new(["http://10.0.0.1:2379"])
+    ///     .max_connections_per_member(8)
+    ///     .build()?;
+    /// assert_eq!(settings.max_connections_per_member(), 8);
+    /// assert_eq!(settings.max_watches_per_member(), Settings::DEFAULT_MAX_WATCHES_PER_MEMBER);
+    ///
+    /// let zero = Builder::<Settings>::new(["http://10.0.0.1:2379"]).max_connections_per_member(0);
+    /// assert!(matches!(zero.build(), Err(microlock_proto::Error::InvalidOption { .. })));
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn max_connections_per_member(mut self, n: usize) -> Builder<E> {
+        self.max_connections_per_member = n;
+        self
+    }
+
+    /// At most `n` long polls — the watches behind `events()` streams and waiting acquires —
+    /// open on each member at once (default [`Settings::DEFAULT_MAX_WATCHES_PER_MEMBER`], 192).
+    /// A watch holds its connection for as long as its key is quiet, so watches get
+    /// connections of their own, apart from the short requests'
+    /// ([`max_connections_per_member`](Builder::max_connections_per_member)): however many
+    /// locks watch, lock, unlock and renew never wait behind a watch.
+    ///
+    /// Past `n`, a watch waits for a slot (first come, first served; a watch that ends, with
+    /// an event or because its lock stopped watching, hands its slot on). The machine cannot
+    /// tell a waiting watch from one etcd holds: from the moment it asks for the watch it
+    /// probes the member with a quorum read every half `Config::with_watch_liveness` (2 s by
+    /// default), those probes being short requests, never stuck behind watches. What that
+    /// means:
+    /// - **A waiting acquire** (`acquire`, `guard`) still takes the lock soon after its
+    ///   release: its probe reads the key (or, queued fairly, the entry ahead of it), and a
+    ///   probe that finds it gone goes on at once. A release is seen within about half the
+    ///   liveness bound instead of at once; nothing else changes.
+    /// - **An `events()` stream** hears nothing while its watch waits: its probes only check
+    ///   that the member is alive. When the watch gets a slot it asks etcd for every event
+    ///   since the index it waits for, so the events come late but none is skipped (when
+    ///   etcd's history of 1,000 events no longer reaches back that far, the key is read again
+    ///   and the change is reported as one `Unlocked` / `Locked`). A watch on a quiet key keeps
+    ///   its slot until its key changes or its lock stops watching, so with more watched keys
+    ///   than `n`, a stream can wait indefinitely: set `n` to at least the number of keys the
+    ///   handle watches at once (each is one file descriptor here and one connection in etcd).
+    /// - A probe that fails or goes unanswered moves the watch, as always: the waiting request
+    ///   leaves the queue and the watch asks again, behind the others.
+    ///
+    /// `0` is refused by [`build`](Builder::build) (`Error::InvalidOption`).
+    ///
+    /// ```
+    /// use microlock_proto::{Builder, Settings};
+    /// let settings = Builder::<Settings>::new(["http://10.0.0.1:2379"])
+    ///     .max_connections_per_member(16)
+    ///     .max_watches_per_member(1000)
+    ///     .build()?;
+    /// assert_eq!(settings.max_watches_per_member(), 1000);
+    ///
+    /// let zero = Builder::<Settings>::new(["http://10.0.0.1:2379"]).max_watches_per_member(0);
+    /// assert!(matches!(zero.build(), Err(microlock_proto::Error::InvalidOption { .. })));
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn max_watches_per_member(mut self, n: usize) -> Builder<E> {
+        self.max_watches_per_member = n;
+        self
+    }
+
     /// Trusts the CA certificate(s) in this PEM file for `https://` endpoints (instead of the
     /// platform's trust roots), as `etcdctl --cacert`.
     #[cfg(feature = "tls")]
@@ -293,6 +424,20 @@ impl<E: FromSettings> Builder<E> {
     pub fn build(self) -> Result<E, Error> {
         if let Some(e) = self.credentials_error {
             return Err(e);
+        }
+        for (option, n) in [
+            (
+                "max_connections_per_member",
+                self.max_connections_per_member,
+            ),
+            ("max_watches_per_member", self.max_watches_per_member),
+        ] {
+            if n == 0 {
+                return Err(Error::InvalidOption {
+                    option: option.to_owned(),
+                    reason: "must be at least 1 (it is a number of connections)".to_owned(),
+                });
+            }
         }
         let endpoints = match self.parsed {
             Some(parsed) => parsed,
@@ -342,6 +487,8 @@ impl<E: FromSettings> Builder<E> {
             member_discovery: self.member_discovery,
             #[cfg(feature = "tls")]
             tls,
+            max_connections_per_member: self.max_connections_per_member,
+            max_watches_per_member: self.max_watches_per_member,
         })
     }
 }
@@ -351,7 +498,12 @@ impl<E> fmt::Debug for Builder<E> {
         let mut d = f.debug_struct("Builder");
         d.field("endpoints", &self.endpoints)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
-            .field("member_discovery", &self.member_discovery);
+            .field("member_discovery", &self.member_discovery)
+            .field(
+                "max_connections_per_member",
+                &self.max_connections_per_member,
+            )
+            .field("max_watches_per_member", &self.max_watches_per_member);
         #[cfg(feature = "tls")]
         d.field("ca", &self.ca)
             .field("client_cert", &self.client.as_ref().map(|(cert, _)| cert));
@@ -418,6 +570,41 @@ mod tests {
             err(&[("ETCDCTL_ENDPOINTS", "ftp://x:1")]),
             Error::InvalidEndpoint { .. }
         ));
+    }
+
+    #[test]
+    fn connection_caps_default_and_refuse_zero() {
+        let s = Builder::<Settings>::new(["http://127.0.0.1:2379"])
+            .build()
+            .unwrap();
+        assert_eq!(
+            s.max_connections_per_member(),
+            Settings::DEFAULT_MAX_CONNECTIONS_PER_MEMBER
+        );
+        assert_eq!(
+            s.max_watches_per_member(),
+            Settings::DEFAULT_MAX_WATCHES_PER_MEMBER
+        );
+        let s = Settings::new(vec![Endpoint::default()]).unwrap();
+        assert_eq!(
+            s.max_connections_per_member(),
+            Settings::DEFAULT_MAX_CONNECTIONS_PER_MEMBER
+        );
+        let s = Builder::<Settings>::new(["http://127.0.0.1:2379"])
+            .max_connections_per_member(1)
+            .max_watches_per_member(3)
+            .build()
+            .unwrap();
+        assert_eq!(
+            (s.max_connections_per_member(), s.max_watches_per_member()),
+            (1, 3)
+        );
+        for builder in [
+            Builder::<Settings>::new(["http://127.0.0.1:2379"]).max_connections_per_member(0),
+            Builder::<Settings>::new(["http://127.0.0.1:2379"]).max_watches_per_member(0),
+        ] {
+            assert!(matches!(builder.build(), Err(Error::InvalidOption { .. })));
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn probe_hello() -> Vec<u8> {
 }
 
 #[cfg(feature = "tls")]
-pub use self::config::TlsConfig;
+pub use self::config::{HandshakeFailed, TlsConfig};
 
 #[cfg(feature = "tls")]
 mod config {
@@ -277,9 +277,15 @@ mod config {
         /// ```
         pub fn classify(&self, error: &(dyn StdError + 'static)) -> Option<(TlsFailure, String)> {
             let mut next = Some(error);
+            let mut handshake: Option<&std::io::Error> = None;
             while let Some(e) = next {
                 if let Some(tls) = e.downcast_ref::<rustls::Error>() {
                     return Some((self.failure(tls), tls.to_string()));
+                }
+                if let Some(HandshakeFailed(io)) = e.downcast_ref::<HandshakeFailed>() {
+                    handshake = handshake.or(Some(io));
+                    next = Some(io);
+                    continue;
                 }
                 // An io::Error's `source()` skips its payload (it returns the payload's
                 // source): look at the payload itself, however deeply wrapped.
@@ -292,7 +298,21 @@ mod config {
                     None => e.source(),
                 };
             }
-            None
+            // Failed in the handshake with no word of TLS: a server that does not speak TLS
+            // there closes (or resets) the connection on our ClientHello.
+            handshake.map(|io| {
+                use std::io::ErrorKind as K;
+                let closed = matches!(
+                    io.kind(),
+                    K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+                );
+                let failure = if closed {
+                    TlsFailure::NotTls
+                } else {
+                    TlsFailure::Handshake
+                };
+                (failure, format!("during the TLS handshake: {io}"))
+            })
         }
 
         fn failure(&self, error: &rustls::Error) -> TlsFailure {
@@ -346,6 +366,24 @@ mod config {
     /// ClientHello (etcd's plain port does).
     fn is_handshake_eof(io: &std::io::Error) -> bool {
         io.kind() == std::io::ErrorKind::UnexpectedEof && io.to_string().contains("handshake")
+    }
+
+    /// An adapter's TLS handshake failed with this I/O error: wrapping it tells
+    /// [`TlsConfig::classify`] that the connection was still in its handshake (so a connection
+    /// closed or reset there is a server that does not speak TLS, [`TlsFailure::NotTls`]).
+    #[derive(Debug)]
+    pub struct HandshakeFailed(pub std::io::Error);
+
+    impl fmt::Display for HandshakeFailed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "TLS handshake: {}", self.0)
+        }
+    }
+
+    impl StdError for HandshakeFailed {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
     }
 
     impl fmt::Debug for TlsConfig {

@@ -116,16 +116,35 @@ fn first_in_line_contends_and_the_release_wakes_the_next_in_line() {
     acquire_first_in_line(&mut lock, t);
     // Releasing: the key's DELETE and the entry's compareAndDelete leave together.
     lock.unlock(t);
-    let sent: Vec<String> = std::iter::from_fn(|| lock.poll_request())
-        .map(|(_, r)| line(&r))
+    let sent: Vec<(RequestId, String)> = std::iter::from_fn(|| lock.poll_request())
+        .map(|(id, r)| (id, line(&r)))
         .collect();
+    let lines: Vec<&str> = sent.iter().map(|(_, l)| l.as_str()).collect();
     assert_eq!(
-        sent,
+        lines,
         [
             "DELETE /v2/keys/jobs/nightly?prevValue=n&prevIndex=11".to_owned(),
             format!("DELETE {QUEUE}/{}?prevValue=n", entry(10)),
         ]
     );
+    // The unlock completes once both are answered: a caller dropping the lock at once does
+    // not cut the next in line's wake-up off.
+    let deleted = |action: &str, index: u64| {
+        json(
+            200,
+            index,
+            &format!(
+                r#"{{"action":"{action}","node":{{"key":"/x","modifiedIndex":{index},"createdIndex":10}}}}"#
+            ),
+        )
+    };
+    lock.handle_response(sent[0].0, deleted("compareAndDelete", 12), t);
+    assert!(lock.poll_completion().is_none(), "waits for the hand-off");
+    lock.handle_response(sent[1].0, deleted("compareAndDelete", 13), t);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Unlocked)
+    ));
 }
 
 #[test]

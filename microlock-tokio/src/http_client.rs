@@ -1,44 +1,116 @@
 //! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back, over
-//! plain TCP or TLS (rustls), on keep-alive connections.
+//! plain TCP or TLS (rustls), on keep-alive connections: a pool of hyper's HTTP/1.1
+//! connections with a bounded number per member.
+//!
+//! Each member has two budgets of connections (from the handle's
+//! [`Settings`](microlock_proto::Settings)): one for short requests (lock, unlock, renew,
+//! reads, probes: `max_connections_per_member`) and one for long polls (requests marked
+//! [`LongPoll`]: `max_watches_per_member`), so that watches, which hold their connection for as
+//! long as their key is quiet, can never starve the short requests. A request takes a place in
+//! its budget before it takes a connection (an idle one, else a new one), and gives it back once
+//! the connection is back in the pool or closed; a request that finds its budget full waits for
+//! a place, first come first served. So a handle never has more than the sum of both budgets
+//! open to one member. A request dropped while it waits (the machine gave up on it: the driver
+//! aborts its task) leaves the queue; one dropped while it runs closes its connection and frees
+//! its place.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use microlock_proto::driver::Failure;
-use microlock_proto::http::{Request, Response};
-use microlock_proto::{tls, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
+use microlock_proto::http::header::{CONNECTION, HOST};
+use microlock_proto::http::uri::{Authority, PathAndQuery};
+use microlock_proto::http::{HeaderValue, Request, Response, Uri};
+use microlock_proto::{tls, LongPoll, Settings, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
-/// hyper's pooled keep-alive HTTP/1.1 client; with TLS settings, `https://` URLs go through
-/// rustls (and `http://` ones stay plain).
+/// An idle connection unused for this long is closed rather than reused (hyper's own pool's
+/// default: under the idle timeouts of common servers and proxies, so a request rarely meets a
+/// connection the other side is closing).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The pool: per member, two budgets and the idle connections. Cheap to clone (one `Arc`: each
+/// lock's driver keeps a clone).
 #[derive(Clone, Debug)]
-pub(crate) enum HttpClient {
-    Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(
-        Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-        TlsConfig,
-    ),
+pub(crate) struct HttpClient(Arc<Inner>);
+
+struct Inner {
+    /// Places per member for short requests and for long polls.
+    max_requests: usize,
+    max_watches: usize,
+    /// rustls on microlock-proto's configuration, for `https://` members.
+    tls: Option<(TlsConnector, TlsConfig)>,
+    /// The members met so far (a handful: a linear search costs less than hashing).
+    members: Mutex<Vec<Arc<Member>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("max_requests", &self.max_requests)
+            .field("max_watches", &self.max_watches)
+            .field("tls", &self.tls.is_some())
+            .field("members", &self.members)
+            .finish()
+    }
+}
+
+/// One member's budgets and idle connections.
+struct Member {
+    https: bool,
+    authority: Authority,
+    requests: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
+    /// Connections whose last response was read to its end, newest last.
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        f.debug_struct("Member")
+            .field("https", &self.https)
+            .field("authority", &self.authority)
+            .field("idle", &idle)
+            .finish_non_exhaustive()
+    }
+}
+
+type Conn = SendRequest<Full<Bytes>>;
+
+/// Why an exchange failed.
+enum Failed {
+    /// Classified.
+    Failure(Failure),
+    /// The server closed a new connection without answering a byte (a TLS port does that to
+    /// plain HTTP): worth asking it whether it speaks TLS.
+    Unanswered(String),
 }
 
 impl HttpClient {
-    pub(crate) fn new(tls: Option<&TlsConfig>) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let builder = Client::builder(TokioExecutor::new());
-        match tls {
-            None => HttpClient::Plain(builder.build(connector)),
-            Some(tls) => {
-                connector.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config((*tls.rustls()).clone())
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(connector);
-                HttpClient::Tls(builder.build(https), tls.clone())
-            }
-        }
+    /// A pool with the caps and TLS settings of `settings`.
+    pub(crate) fn new(settings: &Settings) -> HttpClient {
+        let tls = settings
+            .tls()
+            .map(|tls| (TlsConnector::from(tls.rustls()), tls.clone()));
+        HttpClient(Arc::new(Inner {
+            max_requests: settings
+                .max_connections_per_member()
+                .min(Semaphore::MAX_PERMITS),
+            max_watches: settings
+                .max_watches_per_member()
+                .min(Semaphore::MAX_PERMITS),
+            tls,
+            members: Mutex::default(),
+        }))
     }
 
     /// Sends `request` and reads the body, stopping one byte past the machine's bound (the
@@ -48,40 +120,91 @@ impl HttpClient {
         &self,
         request: Request<Vec<u8>>,
     ) -> Result<Response<Vec<u8>>, Failure> {
-        let (parts, body) = request.into_parts();
-        let plain = (parts.uri.scheme_str() == Some("http")).then(|| parts.uri.clone());
-        let request = Request::from_parts(parts, Full::new(Bytes::from(body)));
-        let response = match self {
-            HttpClient::Plain(client) => client.request(request).await,
-            HttpClient::Tls(client, _) => client.request(request).await,
+        let plain = (request.uri().scheme_str() == Some("http")).then(|| request.uri().clone());
+        match self.exchange(request).await {
+            Ok(response) => Ok(response),
+            Err(Failed::Failure(failure)) => Err(failure),
+            // Asked once the exchange's place is given back: the probe's connection is not
+            // counted against the cap.
+            Err(Failed::Unanswered(reason)) => match plain {
+                Some(uri) if speaks_tls(&uri).await => Err(Failure::Tls(
+                    TlsFailure::PlaintextToTls,
+                    "it closed the connection on plain HTTP and answers TLS".to_owned(),
+                )),
+                _ => Err(Failure::Lost(reason)),
+            },
+        }
+    }
+
+    /// One request and its whole response, holding a place in the member's budget from before
+    /// a connection is taken until it is back in the pool or closed.
+    async fn exchange(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Failed> {
+        let long = request.extensions().get::<LongPoll>().is_some();
+        let (mut parts, body) = request.into_parts();
+        let https = parts.uri.scheme_str() == Some("https");
+        let Some(authority) = parts.uri.authority().cloned() else {
+            let reason = format!("no host in {}", parts.uri);
+            return Err(Failed::Failure(Failure::Connect(reason)));
         };
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                if let Some(failure) = self.tls_failure(&e) {
-                    return Err(failure);
-                }
-                if e.is_connect() {
-                    return Err(Failure::Connect(describe(&e)));
-                }
-                // A TLS port closes on plain HTTP without a word: ask it.
-                if let Some(uri) = plain.filter(|_| closed_unanswered(&e)) {
-                    if speaks_tls(&uri).await {
-                        return Err(Failure::Tls(
-                            TlsFailure::PlaintextToTls,
-                            "it closed the connection on plain HTTP and answers TLS".to_owned(),
-                        ));
+        let member = self.member(https, &authority);
+        let budget = if long {
+            &member.watches
+        } else {
+            &member.requests
+        };
+        let place = budget.clone().acquire_owned().await.expect("never closed");
+        // What hyper's pooled client did: origin-form, and the Host header.
+        parts.uri = Uri::from(
+            (parts.uri.path_and_query().cloned()).unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        if !parts.headers.contains_key(HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, host);
+            }
+        }
+        let mut request = Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let (response, conn) = loop {
+            let (mut conn, reused) = match member.take_idle() {
+                Some(conn) => (conn, true),
+                // Boxed: a TLS handshake's state is large, and every request waiting in the
+                // queue would carry room for it.
+                None => (Box::pin(self.connect(https, &authority)).await?, false),
+            };
+            // The server may have closed it meanwhile.
+            if reused && conn.ready().await.is_err() {
+                continue;
+            }
+            match conn.try_send_request(request).await {
+                Ok(response) => break (response, conn),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection closed under it. Again, on another.
+                    Some(unsent) if reused => request = unsent,
+                    _ => {
+                        let error = e.into_error();
+                        if let Some(failure) = self.tls_failure(&error) {
+                            return Err(Failed::Failure(failure));
+                        }
+                        if !reused && closed_unanswered(&error) {
+                            return Err(Failed::Unanswered(describe(&error)));
+                        }
+                        return Err(Failed::Failure(Failure::Lost(describe(&error))));
                     }
-                }
-                return Err(Failure::Lost(describe(&e)));
+                },
             }
         };
         let (parts, mut body) = response.into_parts();
         let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
+        let mut complete = false;
+        loop {
+            let Some(frame) = body.frame().await else {
+                complete = true;
+                break;
+            };
             let frame = frame.map_err(|e| {
-                self.tls_failure(&e)
-                    .unwrap_or_else(|| Failure::Lost(describe(&e)))
+                Failed::Failure(
+                    self.tls_failure(&e)
+                        .unwrap_or_else(|| Failure::Lost(describe(&e))),
+                )
             })?;
             if let Ok(data) = frame.into_data() {
                 bytes.extend_from_slice(&data);
@@ -91,18 +214,108 @@ impl HttpClient {
                 }
             }
         }
+        let close = (parts.headers.get_all(CONNECTION).iter())
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if complete && !close {
+            // Read to its end: the connection is at the next response's start. (Any other
+            // connection is dropped here, which closes it: a late answer can never be read
+            // as the next request's.)
+            member.put_idle(conn);
+        }
+        drop(place);
         Ok(Response::from_parts(parts, bytes))
+    }
+
+    /// The member at `https` and `authority`, met now or before.
+    fn member(&self, https: bool, authority: &Authority) -> Arc<Member> {
+        let mut members = (self.0.members.lock()).unwrap_or_else(PoisonError::into_inner);
+        if let Some(member) =
+            (members.iter()).find(|m| m.https == https && m.authority == *authority)
+        {
+            return member.clone();
+        }
+        let member = Arc::new(Member {
+            https,
+            authority: authority.clone(),
+            requests: Arc::new(Semaphore::new(self.0.max_requests)),
+            watches: Arc::new(Semaphore::new(self.0.max_watches)),
+            idle: Mutex::default(),
+        });
+        members.push(member.clone());
+        member
+    }
+
+    /// A new connection: TCP, then a TLS handshake for `https://`. Any failure here means the
+    /// request never left this process.
+    async fn connect(&self, https: bool, authority: &Authority) -> Result<Conn, Failed> {
+        let connect = |e: &dyn std::error::Error| Failed::Failure(Failure::Connect(describe(e)));
+        // An IPv6 literal comes bracketed in the URL, not in a socket address or certificate.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| connect(&e))?;
+        tcp.set_nodelay(true).map_err(|e| connect(&e))?;
+        if !https {
+            return handshake(tcp).await;
+        }
+        let Some((connector, config)) = &self.0.tls else {
+            let reason = "https:// without TLS settings".to_owned();
+            return Err(Failed::Failure(Failure::Connect(reason)));
+        };
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| connect(&e))?;
+        match connector.connect(name, tcp).await {
+            Ok(stream) => handshake(stream).await,
+            Err(e) => {
+                let e = microlock_proto::tls::HandshakeFailed(e);
+                Err(Failed::Failure(match config.classify(&e) {
+                    Some((failure, reason)) => Failure::Tls(failure, reason),
+                    None => Failure::Connect(describe(&e)),
+                }))
+            }
+        }
     }
 
     /// The TLS failure behind `error`, if that is what it is.
     fn tls_failure(&self, error: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-        match self {
-            HttpClient::Tls(_, tls) => tls
-                .classify(error)
-                .map(|(failure, reason)| Failure::Tls(failure, reason)),
-            HttpClient::Plain(_) => None,
-        }
+        let (_, tls) = self.0.tls.as_ref()?;
+        tls.classify(error)
+            .map(|(failure, reason)| Failure::Tls(failure, reason))
     }
+}
+
+impl Member {
+    /// The newest idle connection still open; closes those open too long.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        idle.retain(|(conn, since)| !conn.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
+        idle.pop().map(|(conn, _)| conn)
+    }
+
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.push((conn, Instant::now()));
+    }
+}
+
+/// hyper's HTTP/1.1 handshake on `io` (no I/O: it sets up the connection), whose task runs
+/// until the connection is closed or its `SendRequest` dropped.
+async fn handshake<T>(io: T) -> Result<Conn, Failed>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (conn, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Failed::Failure(Failure::Connect(describe(&e))))?;
+    tokio::spawn(async move {
+        // Its errors reach the request that was using it.
+        let _ = connection.await;
+    });
+    Ok(conn)
 }
 
 /// Whether the server closed the connection before any byte of a response.
@@ -120,20 +333,20 @@ fn closed_unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Whether the server at `uri`'s address answers a TLS ClientHello (within a second).
-async fn speaks_tls(uri: &microlock_proto::http::Uri) -> bool {
+async fn speaks_tls(uri: &Uri) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(authority) = uri.authority() else {
         return false;
     };
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+        let mut stream = TcpStream::connect(authority.as_str()).await?;
         stream.write_all(&tls::probe_hello()).await?;
         let mut answer = [0; 2];
         stream.read_exact(&mut answer).await?;
         Ok::<_, std::io::Error>(tls::is_tls_record(&answer))
     };
     matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
         Ok(Ok(true))
     )
 }

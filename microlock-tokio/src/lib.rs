@@ -153,7 +153,7 @@ impl FromSettings for Etcd {
             members: SharedMembers::new(std::sync::Mutex::new(Members::new(
                 settings.endpoints().to_vec(),
             ))),
-            client: HttpClient::new(settings.tls()),
+            client: HttpClient::new(&settings),
             settings,
         })
     }

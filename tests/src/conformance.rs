@@ -1212,6 +1212,392 @@ macro_rules! conformance_suite {
                 assert_eq!(inspect::value(&survivor, &key), None);
             }
 
+            // ===== bounded connections =====================================================
+            // Per-member connection caps (`max_connections_per_member`) and the separate
+            // budget of long polls (`max_watches_per_member`). One block, added as a whole;
+            // its helpers and cases are all named `bounded_*`.
+
+            /// The client under test on `endpoints`, with at most `connections` connections per
+            /// member for short requests and `watches` for long polls (TLS flavour: the test
+            /// PKI, as `client_for`).
+            fn bounded_client(endpoints: Vec<String>, connections: usize, watches: usize) -> Etcd {
+                let mut builder = Etcd::builder(endpoints)
+                    .max_connections_per_member(connections)
+                    .max_watches_per_member(watches);
+                if SCHEME == "https" {
+                    let pki = $crate::tls::pki();
+                    builder = builder
+                        .ca_pem(pki.ca_pem())
+                        .client_cert_pem(pki.client_cert_pem(), pki.client_key_pem());
+                }
+                builder.build().expect("a valid client")
+            }
+
+            /// Runs `futures` together on this task; their outputs, in order.
+            async fn bounded_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+                use std::task::Poll;
+                let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+                let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+                std::future::poll_fn(|cx| {
+                    let mut pending = false;
+                    for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+                        if output.is_none() {
+                            match future.as_mut().poll(cx) {
+                                Poll::Ready(v) => *output = Some(v),
+                                Poll::Pending => pending = true,
+                            }
+                        }
+                    }
+                    if pending {
+                        Poll::Pending
+                    } else {
+                        Poll::Ready(())
+                    }
+                })
+                .await;
+                outputs
+                    .into_iter()
+                    .map(|o| o.expect("finished"))
+                    .collect()
+            }
+
+            /// How many creates failed at the member at `url` (`GET /v2/stats/store`): every
+            /// lock attempt on a held key counts one, so a waiting acquire has asked for its
+            /// watch once this has grown.
+            fn bounded_create_fails(url: &str) -> u64 {
+                let r = $crate::etcd::raw_request(url, "GET", "/v2/stats/store", None);
+                assert_eq!(r.status, 200, "store stats of {url}: {}", r.text());
+                let text = r.text();
+                let at = text.find("\"createFail\":").expect("a createFail count") + 13;
+                let digits: String = text[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().expect("a createFail count")
+            }
+
+            /// Waits until the member at `url` has counted `n` failed creates (polls its
+            /// statistics, as `watchers_become` does; bounded).
+            async fn bounded_create_fails_reach(url: &str, n: u64) {
+                let until = std::time::Instant::now() + PATIENCE;
+                while bounded_create_fails(url) < n {
+                    assert!(std::time::Instant::now() < until, "never {n} failed creates");
+                    rt::sleep(Duration::from_millis(2)).await;
+                }
+            }
+
+            /// A TCP proxy to `target` (`host:port`, or `http://host:port`) that, while `stall`
+            /// is set, accepts connections and never answers them (a member that hangs); its
+            /// `http://` URL.
+            fn bounded_stalling_proxy(
+                target: &str,
+                stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+            ) -> String {
+                use std::io::{Read, Write};
+                use std::net::{Shutdown, TcpListener, TcpStream};
+                fn pipe(mut from: TcpStream, mut to: TcpStream) {
+                    let mut buf = [0; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                    let _ = from.shutdown(Shutdown::Both);
+                }
+                let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+                let url = format!("http://{}", listener.local_addr().expect("bound"));
+                let target = target.trim_start_matches("http://").to_owned();
+                std::thread::spawn(move || {
+                    let mut stalled = Vec::new();
+                    for client in listener.incoming().flatten() {
+                        if stall.load(std::sync::atomic::Ordering::SeqCst) {
+                            stalled.push(client); // held open, never read, never answered
+                            continue;
+                        }
+                        let Ok(server) = TcpStream::connect(&target) else {
+                            continue;
+                        };
+                        if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                            std::thread::spawn(move || pipe(c, s));
+                            std::thread::spawn(move || pipe(server, client));
+                        }
+                    }
+                });
+                url
+            }
+
+            /// With a cap of 2, 50 lock/unlock cycles on 50 keys at once queue for the two
+            /// connections: all succeed, and no third connection is ever opened (the proxy
+            /// counts every connection accepted). Bound: PATIENCE for the 100 requests
+            /// (uncontended, well under a second).
+            #[$test]
+            async fn bounded_fifty_concurrent_cycles_share_two_connections() {
+                let proxy = $crate::proxy::CountingProxy::start(&proxy_target());
+                let etcd = bounded_client(vec![through_proxy(&proxy.url)], 2, 1);
+                let locks: Vec<Microlock> = (0..50)
+                    .map(|_| {
+                        Microlock::new(&etcd, &unique_key("bounded-cycles"), "node-a", TTL)
+                            .unwrap()
+                    })
+                    .collect();
+                let cycles = locks.iter().map(|lock| async move {
+                    let fence = lock.lock().await?;
+                    lock.unlock().await.map(|()| fence)
+                });
+                let results = rt::timeout(PATIENCE, bounded_all(cycles.collect()))
+                    .await
+                    .expect("50 cycles within the patience bound");
+                for result in &results {
+                    assert!(result.is_ok(), "{result:?}");
+                }
+                assert!(
+                    proxy.accepted() <= 2,
+                    "{} connections opened with a cap of 2",
+                    proxy.accepted()
+                );
+            }
+
+            /// More watches than their budget (8 `events()` streams, 2 watch connections) never
+            /// hold up short requests, which have 2 connections of their own: 20 keys × 3
+            /// lock/unlock cycles all complete (bound: PATIENCE; uncontended, well under a
+            /// second), and no more than 2 + 2 connections are ever opened. The waiting watches
+            /// are not lost: once the watched keys are released, every stream reports it (a
+            /// watch that ends hands its connection to the oldest waiting one).
+            #[$test]
+            async fn bounded_watches_past_their_budget_never_hold_up_short_requests() {
+                let proxy = $crate::proxy::CountingProxy::start(&proxy_target());
+                let etcd = bounded_client(vec![through_proxy(&proxy.url)], 2, 2);
+                let keys: Vec<String> = (0..8).map(|_| unique_key("bounded-watched")).collect();
+                let holders: Vec<Microlock> = (keys.iter())
+                    .map(|key| Microlock::new(&etcd, key, "holder", LONG).unwrap())
+                    .collect();
+                for holder in &holders {
+                    holder.lock().await.unwrap();
+                }
+                let watchers: Vec<Microlock> = (keys.iter())
+                    .map(|key| Microlock::new(&etcd, key, "watcher", LONG).unwrap())
+                    .collect();
+                let mut streams: Vec<_> = watchers.iter().map(Microlock::events).collect();
+                for stream in &mut streams {
+                    // From the read that starts each watch (a short request).
+                    assert_locked(&next_event(stream).await, "holder");
+                }
+                // 8 long polls for 2 watch connections: 2 out, 6 waiting.
+                let locks: Vec<Microlock> = (0..20)
+                    .map(|_| {
+                        Microlock::new(&etcd, &unique_key("bounded-short"), "node-a", TTL)
+                            .unwrap()
+                    })
+                    .collect();
+                let started = std::time::Instant::now();
+                let cycles = locks.iter().map(|lock| async move {
+                    for _ in 0..3 {
+                        lock.lock().await?;
+                        lock.unlock().await?;
+                    }
+                    Ok::<(), Error>(())
+                });
+                let results = rt::timeout(PATIENCE, bounded_all(cycles.collect()))
+                    .await
+                    .unwrap_or_else(|| panic!("short requests held up for {PATIENCE:?}"));
+                for result in &results {
+                    assert!(result.is_ok(), "{result:?}");
+                }
+                println!(
+                    "{}: 60 lock/unlock cycles beside 8 watches (budget 2): {:?}",
+                    stringify!($ml),
+                    started.elapsed()
+                );
+                for holder in &holders {
+                    holder.unlock().await.unwrap();
+                }
+                for stream in &mut streams {
+                    assert_unlocked(&next_event(stream).await, "holder", false);
+                }
+                assert!(
+                    proxy.accepted() <= 4,
+                    "{} connections opened with caps of 2 + 2",
+                    proxy.accepted()
+                );
+            }
+
+            /// Waiting acquires past the watch budget (1 here) still take their lock once it is
+            /// released: their watches wait behind the first waiter's (on a key that stays
+            /// held), and their liveness probes (a quorum read every half watch liveness, 0.5 s
+            /// here) find the key free. Bound: taken within 5 s of the release (expected about
+            /// 0.5 s); etcd never serves more than the one watch.
+            #[$test]
+            async fn bounded_waiters_past_the_watch_budget_take_released_locks_through_probes() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = bounded_client(vec![client_url_of(&server)], 4, 1);
+                let keys = ["bounded-0", "bounded-1", "bounded-2"];
+                let holders: Vec<Microlock> = (keys.iter())
+                    .map(|key| Microlock::new(&etcd, key, "holder", LONG).unwrap())
+                    .collect();
+                for holder in &holders {
+                    holder.lock().await.unwrap();
+                }
+                let waiters: Vec<Microlock> = (keys.iter())
+                    .map(|key| {
+                        let config = Config::new(key, "waiter", LONG)
+                            .unwrap()
+                            .with_watch_liveness(Duration::from_secs(1));
+                        Microlock::with_config(&etcd, config).unwrap()
+                    })
+                    .collect();
+                let later = async {
+                    watchers_become(&url, 1).await; // the first waiter's watch has the slot
+                    let fails = bounded_create_fails(&url);
+                    let waits = vec![waiters[1].acquire(PATIENCE), waiters[2].acquire(PATIENCE)];
+                    let release = async {
+                        // Both found their key held: their watches wait for the slot.
+                        bounded_create_fails_reach(&url, fails + 2).await;
+                        holders[1].unlock().await.unwrap();
+                        holders[2].unlock().await.unwrap();
+                        std::time::Instant::now()
+                    };
+                    let (results, released) = join(bounded_all(waits), release).await;
+                    let took = released.elapsed();
+                    for result in &results {
+                        assert!(result.is_ok(), "{result:?}");
+                    }
+                    assert_eq!(
+                        inspect::watchers(&url),
+                        1,
+                        "the later waiters' watches never reached etcd"
+                    );
+                    holders[0].unlock().await.unwrap();
+                    took
+                };
+                let (first, took) = join(waiters[0].acquire(PATIENCE), later).await;
+                first.expect("the first waiter takes its lock on its release");
+                println!(
+                    "{}: waiters past the watch budget took their locks {took:?} after the release",
+                    stringify!($ml)
+                );
+                assert!(took < Duration::from_secs(5), "took {took:?}");
+                assert_eq!(inspect::value(&url, "bounded-1").as_deref(), Some("waiter"));
+                assert_eq!(inspect::value(&url, "bounded-2").as_deref(), Some("waiter"));
+            }
+
+            /// An `events()` stream whose watch waits for a slot (budget 1, held by another
+            /// stream's watch on a quiet key) hears nothing while it waits, then, once the slot
+            /// is free, every change it missed, in order: its watch asks from the index it
+            /// waited for, and etcd replays from there. Bound: PATIENCE per event.
+            #[$test]
+            async fn bounded_an_events_stream_past_the_watch_budget_is_late_but_complete() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = bounded_client(vec![client_url_of(&server)], 4, 1);
+                let a = Microlock::new(&etcd, "bounded-quiet", "watcher-a", LONG).unwrap();
+                let a_events = a.events();
+                watchers_become(&url, 1).await; // a's watch has the only slot
+                let c = Microlock::new(&etcd, "bounded-busy", "node-c", LONG).unwrap();
+                c.lock().await.unwrap();
+                let b = Microlock::new(&etcd, "bounded-busy", "watcher-b", LONG).unwrap();
+                let mut b_events = b.events();
+                // From the read that starts b's watch (a short request).
+                assert_locked(&next_event(&mut b_events).await, "node-c");
+                // b's watch waits for the slot: etcd does not see it, b hears nothing yet.
+                c.unlock().await.unwrap();
+                c.lock().await.unwrap();
+                c.unlock().await.unwrap();
+                assert_eq!(inspect::watchers(&url), 1, "b's watch waits for the slot");
+                drop(a_events); // a stops watching: its slot goes to b's watch
+                assert_unlocked(&next_event(&mut b_events).await, "node-c", false);
+                assert_locked(&next_event(&mut b_events).await, "node-c");
+                assert_unlocked(&next_event(&mut b_events).await, "node-c", false);
+            }
+
+            /// Watches dropped while they wait for a slot (cancelled acquires) leave the queue,
+            /// and the one holding the slot gives it back when cancelled: with a budget of 1, a
+            /// later waiter's watch still reaches etcd, and wakes it on the release. Bound:
+            /// PATIENCE per wait.
+            #[$test]
+            async fn bounded_cancelled_waiters_give_their_watch_places_back() {
+                let server = own_etcd().await;
+                let url = server.client_url();
+                let etcd = bounded_client(vec![client_url_of(&server)], 4, 1);
+                // Five keys held, one waiter each (each the only one waiting for its key).
+                let keys: Vec<String> = (0..5).map(|i| format!("bounded-held-{i}")).collect();
+                let holders: Vec<Microlock> = (keys.iter())
+                    .map(|key| Microlock::new(&etcd, key, "holder", LONG).unwrap())
+                    .collect();
+                for holder in &holders {
+                    holder.lock().await.unwrap();
+                }
+                let waiters: Vec<Microlock> = (keys.iter())
+                    .map(|key| Microlock::new(&etcd, key, "waiter", TTL).unwrap())
+                    .collect();
+                let fails = bounded_create_fails(&url);
+                // Five waits: one watch out, four waiting for its slot; then all cancelled.
+                let waits = bounded_all(waiters.iter().map(|w| w.acquire(Duration::MAX)).collect());
+                let all_waiting = async {
+                    bounded_create_fails_reach(&url, fails + 5).await; // all found their key held
+                    watchers_become(&url, 1).await;
+                };
+                let outcome = race(waits, all_waiting).await;
+                assert!(outcome.is_err(), "nobody acquires while the holders hold");
+                watchers_become(&url, 0).await; // the watch that was out is gone
+                // Had a place been kept by a cancelled watch, this one would never be sent.
+                let late = Microlock::new(&etcd, &keys[0], "late", TTL).unwrap();
+                let release = async {
+                    watchers_become(&url, 1).await;
+                    holders[0].unlock().await.unwrap();
+                };
+                let (got, ()) = join(late.acquire(PATIENCE), release).await;
+                got.expect("the late waiter takes the lock on its release");
+                assert_eq!(inspect::value(&url, &keys[0]).as_deref(), Some("late"));
+            }
+
+            /// A request still waiting for a connection when the machine gives up on it leaves
+            /// the queue, and one given up on while on its connection closes it: neither keeps
+            /// its place. With a cap of 1 and a member that hangs (a proxy holding connections
+            /// unanswered), ten locks at once all fail — never as contention — within their
+            /// budget (4 request timeouts of 300 ms, plus one: bound PATIENCE); once the member
+            /// answers again, the same handle, whose one place would be lost otherwise, locks at
+            /// once.
+            #[$test]
+            async fn bounded_requests_given_up_on_in_the_queue_give_their_places_back() {
+                let stall = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let proxy = bounded_stalling_proxy(&proxy_target(), stall.clone());
+                let etcd = bounded_client(vec![through_proxy(&proxy)], 1, 1);
+                let locks: Vec<Microlock> = (0..10)
+                    .map(|_| {
+                        let config = Config::new(&unique_key("bounded-hung"), "node-a", TTL)
+                            .unwrap()
+                            .with_request_timeout(Duration::from_millis(300));
+                        Microlock::with_config(&etcd, config).unwrap()
+                    })
+                    .collect();
+                let all = bounded_all(locks.iter().map(|l| l.lock()).collect());
+                let results = rt::timeout(PATIENCE, all)
+                    .await
+                    .expect("every lock answers within its budget");
+                for result in &results {
+                    match result {
+                        Err(Error::AlreadyLocked { .. })
+                        | Err(Error::LockNotOwned { .. })
+                        | Ok(_) => {
+                            panic!("expected a failure, not contention or success: {result:?}")
+                        }
+                        Err(_) => {}
+                    }
+                }
+                stall.store(false, std::sync::atomic::Ordering::SeqCst);
+                let lock =
+                    Microlock::new(&etcd, &unique_key("bounded-after"), "node-a", TTL).unwrap();
+                rt::timeout(PATIENCE, lock.lock())
+                    .await
+                    .expect("the one place is free again")
+                    .expect("locked once the member answers");
+                lock.unlock().await.unwrap();
+            }
+
+            // ===== end of bounded connections ==============================================
+
             // ----- fair waiting: acquire queues, first come first served --------------------
 
             /// Waits (polling etcd, bound stated) until `key`'s queue has `n` entries; returns

@@ -586,7 +586,7 @@ impl Lock {
             if failed && removal.attempts < REMOVAL_ATTEMPTS {
                 self.remove(removal.name, removal.served, removal.attempts + 1, now);
             }
-            return;
+            return self.complete_deferred_unlock();
         }
         let (interval, ttl) = (refresh_interval(self), self.config.ttl());
         let Some(ticket) = self.ticket.as_mut() else {
@@ -652,6 +652,7 @@ impl Lock {
                 self.remove(removal.name, removal.served, removal.attempts + 1, now);
             }
         }
+        self.complete_deferred_unlock();
         let Some(ticket) = self.ticket.as_ref() else {
             return;
         };
@@ -679,6 +680,21 @@ impl Lock {
     #[cfg(feature = "sim")]
     pub fn queue_entry(&self) -> Option<&str> {
         self.ticket.as_ref().map(|t| t.name.as_str())
+    }
+
+    /// Whether the removal that tells the next in line its turn has come is still out (its
+    /// first attempt): an unlock completes after it (bounded by its request timeout).
+    pub(super) fn hand_off_pending(&self) -> bool {
+        self.removals.iter().any(|r| r.served && r.attempts == 1)
+    }
+
+    /// Completes an unlock that waited for its hand-off, once that is no longer pending.
+    fn complete_deferred_unlock(&mut self) {
+        if !self.hand_off_pending() {
+            if let Some((op, result)) = self.deferred_unlock.take() {
+                self.complete(op, result);
+            }
+        }
     }
 
     /// A cancelled or finished acquire that did not keep the lock leaves the queue.

@@ -64,9 +64,9 @@ pub async fn status(common: &Common, args: StatusArgs) -> Result<u8, Failure> {
     } else {
         match &holder {
             Some(h) => {
-                let ttl = h
-                    .ttl_left
-                    .map_or("no TTL".to_owned(), |t| format!("TTL left {}s", t.as_secs()));
+                let ttl = h.ttl_left.map_or("no TTL".to_owned(), |t| {
+                    format!("TTL left {}s", t.as_secs())
+                });
                 format!("{key}: held by {}, token {}, {ttl}", h.node_id, h.token)
             }
             None => format!("{key}: free"),
