@@ -134,6 +134,9 @@ pub fn queue(url: &str, key: &str) -> Vec<(String, String)> {
                 .unwrap_or_default()
         }
         404 => Vec::new(),
-        s => panic!("GET the queue of {key:?}: unexpected status {s}: {}", r.text()),
+        s => panic!(
+            "GET the queue of {key:?}: unexpected status {s}: {}",
+            r.text()
+        ),
     }
 }
