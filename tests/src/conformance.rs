@@ -1190,7 +1190,13 @@ macro_rules! conformance_suite {
                 let key_e = unique_key("cluster-discovery");
                 let e = Microlock::new(&only_victim, &key_e, "node-e", TTL).unwrap();
                 e.lock().await.expect("locked through the given member");
-                assert_eq!(only_victim.members().len(), 3, "discovered");
+                // Discovery runs beside the first command (over TLS, on its own connection):
+                // wait for its answer, bound stated.
+                let asked = std::time::Instant::now();
+                while only_victim.members().len() < 3 && asked.elapsed() < PATIENCE {
+                    rt::sleep(Duration::from_millis(10)).await;
+                }
+                assert_eq!(only_victim.members().len(), 3, "discovered within {PATIENCE:?}");
                 cluster.members[victim].stop();
                 e.unlock()
                     .await
