@@ -12,22 +12,11 @@ if [[ -z "$etcd_bin" ]]; then
     echo "bench-etcd: no etcd found: run 'make etcd' (or 'apt-get install -y etcd-server')" >&2
     exit 1
 fi
-command -v openssl >/dev/null || { echo "bench-etcd: openssl not found: apt-get install -y openssl" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 client=$(free_port); tls_client=$(free_port); peer=$(free_port)
 data=$(mktemp -d -t microlock-bench-etcd.XXXXXX)
 t="$data/tls"; mkdir -p "$t"
-key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-key "$t/ca-key.pem"
-openssl req -x509 -new -key "$t/ca-key.pem" -out "$t/ca.pem" -days 2 -subj /CN=bench-etcd-ca 2>/dev/null
-for who in server client; do
-    key "$t/$who-key.pem"
-    openssl req -new -key "$t/$who-key.pem" -out "$t/$who.csr" -subj "/CN=$who" 2>/dev/null
-    if [[ $who == server ]]; then ext="subjectAltName=IP:127.0.0.1
-extendedKeyUsage=serverAuth,clientAuth"; else ext="extendedKeyUsage=clientAuth"; fi
-    openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial \
-        -out "$t/$who.pem" -days 2 -extfile <(echo "$ext") 2>/dev/null
-done
+bash "$(dirname "$0")/make-certs.sh" "$t"
 export ETCD_CA="$t/ca.pem" ETCD_CERT="$t/client.pem" ETCD_KEY="$t/client-key.pem"
 "$etcd_bin" --name bench-etcd --data-dir "$data/member" --enable-v2=true \
     --cert-file "$t/server.pem" --key-file "$t/server-key.pem" --trusted-ca-file "$t/ca.pem" --client-cert-auth \

@@ -17,19 +17,8 @@ data=$(mktemp -d -t microlock-etcd.XXXXXX)
 scheme=http
 tls_flags=()
 if [[ "${WITH_ETCD_TLS:-}" == 1 ]]; then
-    command -v openssl >/dev/null || { echo "with-etcd: openssl not found: apt-get install -y openssl" >&2; exit 1; }
     t="$data/tls"; mkdir -p "$t"
-    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-    key "$t/ca-key.pem"
-    openssl req -x509 -new -key "$t/ca-key.pem" -out "$t/ca.pem" -days 2 -subj /CN=with-etcd-ca 2>/dev/null
-    for who in server client; do
-        key "$t/$who-key.pem"
-        openssl req -new -key "$t/$who-key.pem" -out "$t/$who.csr" -subj "/CN=$who" 2>/dev/null
-        if [[ $who == server ]]; then ext="subjectAltName=IP:127.0.0.1
-extendedKeyUsage=serverAuth,clientAuth"; else ext="extendedKeyUsage=clientAuth"; fi
-        openssl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial \
-            -out "$t/$who.pem" -days 2 -extfile <(echo "$ext") 2>/dev/null
-    done
+    bash "$(dirname "$0")/make-certs.sh" "$t"
     scheme=https
     tls_flags=(--cert-file "$t/server.pem" --key-file "$t/server-key.pem"
                --trusted-ca-file "$t/ca.pem" --client-cert-auth)
