@@ -836,6 +836,15 @@ impl Lock {
             (Kind::Renew, Reply::Error { error, .. }) if error.code == code::TEST_FAILED => {
                 Verdict::Unknown(Error::LockNotOwned { key: key() })
             }
+            // The key is gone, and a DELETE of ours whose answer was lost (a member that hung
+            // with it, then applied it) may be what removed it: released (found by the chaos
+            // run: an unlock straddling a paused leader answered "not owned").
+            (Kind::Unlock { .. }, Reply::Error { error, .. })
+                if error.code == code::KEY_NOT_FOUND
+                    && self.running.as_ref().is_some_and(|r| r.lost_write) =>
+            {
+                Verdict::Done(Ok(Outcome::Unlocked))
+            }
             (Kind::Unlock { .. } | Kind::Renew, Reply::Error { error, .. })
                 if error.code == code::TEST_FAILED || error.code == code::KEY_NOT_FOUND =>
             {

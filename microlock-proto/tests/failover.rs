@@ -519,3 +519,32 @@ fn a_garbled_member_list_changes_nothing() {
     }
     assert_eq!(lock.members().len(), 3);
 }
+
+/// An unlock whose DELETE hung on a member (and was applied there later) finds the key gone
+/// when it sends the DELETE again: released, not "not owned" (found by the chaos run).
+#[test]
+fn an_unlock_whose_lost_delete_went_through_is_a_release() {
+    let t = Instant::now();
+    let mut lock = Lock::new(config());
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, created(7), t);
+    assert!(lock.poll_completion().unwrap().result.is_ok());
+    lock.unlock(t);
+    let (_, delete) = one(&mut lock);
+    assert_eq!(delete.method(), "DELETE");
+    // No answer: settled by a read elsewhere, which still finds the key ours...
+    let now = lock.poll_timeout().unwrap();
+    lock.handle_timeout(now);
+    let (read, r) = one(&mut lock);
+    assert_eq!(query(&r), "quorum=true");
+    lock.handle_response(read, present("n", 7, 7), now);
+    // ...so the DELETE goes again; meanwhile the first one was applied: the key is gone.
+    let (again, r) = one(&mut lock);
+    assert_eq!(r.method(), "DELETE");
+    lock.handle_response(again, absent(9), now);
+    assert!(matches!(
+        lock.poll_completion().unwrap().result,
+        Ok(Outcome::Unlocked)
+    ));
+}
