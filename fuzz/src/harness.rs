@@ -901,7 +901,10 @@ fn held_token(completions: &[Completion]) -> Option<u64> {
 fn check_result(cmd: Cmd, result: &Result<Outcome, Error>, timeout: Duration) -> Checked {
     use Error as E;
     let ok = match (cmd, result) {
-        (_, Err(E::Cancelled | E::Destroyed | E::Etcd { .. })) => true,
+        // etcd's own refusals, typed: authentication, a TLS port refusing plain HTTP.
+        (_, Err(E::Cancelled | E::Destroyed | E::Etcd { .. } | E::Auth { .. } | E::Tls { .. })) => {
+            true
+        }
         (_, Err(E::Timeout { after })) => {
             // A renew's attempt may be shorter (it leaves time for another member before
             // its hold expires); no attempt is longer than the request timeout.

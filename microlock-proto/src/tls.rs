@@ -67,12 +67,8 @@ const GO_PLAINTEXT_TO_TLS: &[u8] = b"Client sent an HTTP request to an HTTPS ser
 
 /// Whether `response` is a TLS server's refusal of a plain-HTTP request.
 pub(crate) fn is_plaintext_to_tls(response: &http::Response<Vec<u8>>) -> bool {
-    response.status() == 400
-        && response
-            .body()
-            .windows(GO_PLAINTEXT_TO_TLS.len())
-            .take(64)
-            .any(|w| w == GO_PLAINTEXT_TO_TLS)
+    // Go's exact answer (the body starts with it); an etcd error body never does.
+    response.status() == 400 && response.body().starts_with(GO_PLAINTEXT_TO_TLS)
 }
 
 /// Whether `answer`, the first bytes a server sent back on a connection, is TLS (a handshake or
