@@ -1,4 +1,4 @@
-//! etcd v2 on the wire: the requests a lock sends and the shapes of etcd's answers.
+//! etcd v2 (the keys API) on the wire: the requests a lock sends and the shapes of etcd's answers.
 //!
 //! Everything about URLs, query parameters, form bodies, status codes and JSON lives here and
 //! nowhere else; the machine speaks in [`Reply`] values.
