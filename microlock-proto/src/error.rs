@@ -81,6 +81,16 @@ pub enum Error {
         /// The TLS library's own words.
         reason: String,
     },
+    /// The member serves no v2 keys API: it answered a `/v2/keys` request with Go's plain
+    /// `404 page not found` (etcd 3.6 and later, or 3.4/3.5 started without `--enable-v2`).
+    /// The command fails at once, never retried elsewhere and never sent through another
+    /// protocol instead: v2 and v3 are separate keyspaces, so two clients speaking different
+    /// protocols would both "hold" one lock.
+    #[error("etcd at {endpoint} serves no v2 keys API (etcd 3.6 and later, or 3.4/3.5 started without --enable-v2=true): start etcd with --enable-v2=true")]
+    V2Unavailable {
+        /// The member's client URL.
+        endpoint: String,
+    },
     /// etcd (or something in between) answered something this library cannot interpret:
     /// a non-JSON or truncated body, wrong field types, an oversized body, an unexpected status.
     #[error("malformed or unexpected response from etcd: {reason}")]

@@ -405,6 +405,10 @@ impl Lock {
             };
             return self.dispatch(id, Err(error), false, now);
         }
+        if wire::is_no_v2_api(&response) {
+            let endpoint = self.endpoint_of(id);
+            return self.dispatch(id, Err(Error::V2Unavailable { endpoint }), true, now);
+        }
         let reply = wire::parse(&response);
         self.dispatch(id, reply, true, now);
     }
@@ -718,9 +722,20 @@ impl Lock {
                     self.member_answered(member, now);
                 }
             }
+            // It answered, and every member of a cluster is configured alike: no failover.
+            Err(Error::V2Unavailable { .. }) => self.member_answered(member, now),
             Err(_) => self.member_failed(member, now),
         }
         let running = self.running.as_ref();
+        let ours = running.is_some_and(|r| r.requests().any(|r| r == id));
+        if let (true, Err(error @ Error::V2Unavailable { .. })) = (ours, &reply) {
+            // No command can work there: it ends now, with the fix in its message.
+            let requests: Vec<RequestId> = running.iter().flat_map(|r| r.requests()).collect();
+            for request in requests {
+                self.cancel_request(request);
+            }
+            return self.finish(Err(error.clone()), now);
+        }
         if running.and_then(Running::request) == Some(id) {
             self.on_op_reply(reply, sent, now);
         } else if running.and_then(Running::probe) == Some(id) {

@@ -1624,3 +1624,66 @@ fn a_resolved_hold_never_outlives_the_keys_remaining_ttl() {
     );
     assert_eq!(lock.fence(), None);
 }
+
+/// etcd without the v2 API (3.6+, or 3.4/3.5 without `--enable-v2`) answers Go's plain
+/// `404 page not found` (checked on 3.4.23 and 3.5.1): every command fails at once with the
+/// typed error naming the member, never retried on another member, never "already locked".
+#[test]
+fn an_etcd_without_v2_is_a_typed_error_at_once() {
+    let no_v2 = || {
+        Response::builder()
+            .status(404)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(b"404 page not found\n".to_vec())
+            .unwrap()
+    };
+    let endpoints = vec![
+        Endpoint::parse("http://127.0.0.1:23790").unwrap(),
+        Endpoint::parse("http://127.0.0.1:23791").unwrap(),
+    ];
+    type Command = fn(&mut Lock, Instant);
+    let commands: [(&str, Command); 4] = [
+        ("lock", |l, now| {
+            l.lock(now);
+        }),
+        ("acquire", |l, now| {
+            l.acquire(None, now);
+        }),
+        ("renew", |l, now| {
+            l.renew(now);
+        }),
+        ("unlock", |l, now| {
+            l.unlock(now);
+        }),
+    ];
+    for (name, command) in commands {
+        let now = t0();
+        let config = Config::new("k", "n", Duration::from_secs(5))
+            .unwrap()
+            .with_endpoints(endpoints.clone())
+            .unwrap();
+        let mut lock = Lock::new(config);
+        command(&mut lock, now);
+        let (id, request) = lock.poll_request().expect(name);
+        assert!(request.uri().path().starts_with("/v2/keys/"), "{name}");
+        lock.handle_response(id, no_v2(), now);
+        let done = lock
+            .poll_completion()
+            .unwrap_or_else(|| panic!("{name}: no completion"));
+        match done.result {
+            Err(Error::V2Unavailable { endpoint }) => {
+                assert_eq!(
+                    endpoint,
+                    request.uri().to_string().split("/v2").next().unwrap()
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(lock.poll_request().is_none(), "{name}: sent again");
+        let message = Error::V2Unavailable {
+            endpoint: "http://e:1".into(),
+        }
+        .to_string();
+        assert!(message.contains("--enable-v2=true"), "{message}");
+    }
+}

@@ -454,6 +454,14 @@ impl Reply {
     }
 }
 
+/// Whether `response` is Go's plain `404 page not found`, which etcd answers for every
+/// `/v2/...` path when it serves no v2 API (3.6 and later, or 3.4/3.5 without `--enable-v2`):
+/// etcd's own 404s on `/v2/keys` are JSON (`errorCode` 100).
+pub(crate) fn is_no_v2_api(response: &Response<Vec<u8>>) -> bool {
+    response.status() == http::StatusCode::NOT_FOUND
+        && response.body().trim_ascii() == b"404 page not found"
+}
+
 fn snippet(body: &[u8]) -> String {
     const SHOWN: usize = 120;
     let shown = &body[..body.len().min(SHOWN)];
