@@ -34,19 +34,22 @@ lint:
 	@! $(CARGO) tree -p microlock-proto -e normal --prefix none | grep -E '^(tokio|hyper|async-std|surf) ' || { echo "microlock-proto depends on a runtime"; exit 1; }
 
 # Unit tests, doctests and the integration suite on etcd 3.4; the integration suite on 3.5.
-# The `microlock` command (tests/tests/cli.rs runs it as a real process) is built first. Every
-# build here has the same features (FEATURES), so that nothing is compiled twice.
+# The `microlock` command (tests/tests/cli.rs runs it as a real process) is built first, with
+# every other target. Every build here selects the same packages (the workspace), targets with
+# tests, and features (FEATURES), so that cargo resolves the same features for every
+# dependency and nothing is compiled twice (`-p microlock-tests` alone would resolve others,
+# and rebuild much of the tree).
 FEATURES := --features microlock-tokio/cli
-CLI := $(CARGO) build -q -p microlock-tokio --features cli --bin microlock
+BUILD := $(CARGO) build -q --workspace --all-targets $(FEATURES)
 test: etcd node lint
-	$(CLI)
+	$(BUILD)
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace $(FEATURES)
 	@# On 3.5: everything on real etcd again, but the simulation (version-free) and the second,
 	@# mutual-TLS run of the conformance suite (the secured suite runs TLS on 3.5 too).
 	@# The fuzz corpus replay (CPU: its own build) runs beside the 3.5 pass (mostly waiting on
 	@# etcd's elections and timeouts).
 	$(MAKE) fuzz-replay > fuzz-replay.log 2>&1 & replay=$$!; \
-	  ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests $(FEATURES) -- --skip seeded_worlds --skip planted_violation --skip chaos_bounded --skip conformance_tls; \
+	  ETCD_BIN=$(ETCD35) $(CARGO) test --workspace --tests $(FEATURES) -- --skip seeded_worlds --skip planted_violation --skip chaos_bounded --skip conformance_tls; \
 	  status=$$?; wait $$replay; replayed=$$?; tail -n 5 fuzz-replay.log; \
 	  [ $$replayed -eq 0 ] || { cat fuzz-replay.log; echo "fuzz corpus replay failed"; exit 1; }; \
 	  rm -f fuzz-replay.log; exit $$status
@@ -57,11 +60,11 @@ test: etcd node lint
 	@echo "make test: all suites passed on etcd 3.4.23 and 3.5.1"
 
 test-3.4: etcd node
-	$(CLI)
+	$(BUILD)
 	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace $(FEATURES)
 test-3.5: etcd node
-	$(CLI)
-	ETCD_BIN=$(ETCD35) $(CARGO) test -p microlock-tests $(FEATURES)
+	$(BUILD)
+	ETCD_BIN=$(ETCD35) $(CARGO) test --workspace --tests $(FEATURES)
 
 demo:
 	@command -v etcd >/dev/null || [ -x $(ETCD34) ] || bash .ci/install-etcd.sh
