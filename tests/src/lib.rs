@@ -15,6 +15,7 @@ pub mod node;
 pub mod proxy;
 pub mod rt;
 pub mod tls;
+pub mod v3http;
 
 mod conformance;
 mod secured;

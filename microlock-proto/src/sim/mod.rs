@@ -2,6 +2,8 @@
 //!
 //! - [`etcd`]: an in-memory etcd v2 store that answers the machine's requests as real etcd does,
 //!   byte for byte ([`etcd::SimEtcd`]);
+//! - [`etcd_v3`]: the same for etcd's v3 JSON gateway (`/v3/kv/...`, leases, watch streams)
+//!   ([`etcd_v3::SimEtcdV3`]);
 //! - [`cluster`]: a cluster of N members sharing that store, with the faults of single members —
 //!   death, hangs, restarts, lag, members cut off from their peers — and the loss of quorum
 //!   that follows from a majority failing ([`cluster::SimCluster`]);
@@ -15,4 +17,5 @@
 pub mod cluster;
 pub mod dst;
 pub mod etcd;
+pub mod etcd_v3;
 mod logs;
