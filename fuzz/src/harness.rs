@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use microlock_proto::http::{header, Method, Request, Response};
 use microlock_proto::{
     Completion, Config, Error, Event, Fence, Lock, LostReason, OpId, Outcome, RequestId,
+    MAX_RESPONSE_BYTES,
 };
 
 /// An invariant that did not hold, described.
@@ -411,6 +412,75 @@ impl Harness {
         }
         let now = self.pass();
         self.lock.handle_response(id, response, now);
+        self.after(Input::Answer { stale }, before)
+    }
+
+    /// Feeds `response` as the answer to `id` at the current time in pieces: its head, its body
+    /// cut at `cuts` (offsets into the body, in order; empty pieces allowed), its end.
+    ///
+    /// Checked besides: a body passing [`MAX_RESPONSE_BYTES`] is refused as soon as the piece
+    /// that passes it has been fed (the machine names the request in `poll_cancel`, so the
+    /// adapter stops reading), and the rest of it and its end change nothing; otherwise the
+    /// request is never named for cancel. The returned step leaves that cancel out, so that it
+    /// compares with [`respond`](Harness::respond)'s.
+    pub fn respond_in_pieces(
+        &mut self,
+        id: RequestId,
+        response: Response<Vec<u8>>,
+        cuts: &[usize],
+    ) -> Checked<Step> {
+        let before = self.snapshot();
+        let stale = !self.outstanding.contains_key(&id);
+        if !stale
+            && !matches!(
+                crate::etcd::shape(&response),
+                crate::etcd::Shape::Garbage(_)
+            )
+        {
+            self.etcd_spoke = true;
+        }
+        let now = self.pass();
+        let (head, body) = response.into_parts();
+        let mut pieces = (cuts.iter().map(|&c| c.min(body.len())))
+            .chain([body.len()])
+            .scan(0, |from, cut| {
+                let piece = (*from, cut.max(*from));
+                *from = piece.1;
+                Some(piece)
+            });
+        self.lock.handle_response_head(id, head, now);
+        let mut fed = 0;
+        for (from, to) in pieces.by_ref() {
+            self.lock.handle_response_body(id, &body[from..to], now);
+            fed = to;
+            if fed > MAX_RESPONSE_BYTES {
+                break;
+            }
+        }
+        if fed > MAX_RESPONSE_BYTES && !stale {
+            // Decided at once; `after` takes the request off the outstanding ones when the
+            // machine names it for cancel.
+            let mut step = self.after(Input::Answer { stale: false }, before)?;
+            ensure!(
+                step.cancels.contains(&id) && !self.outstanding.contains_key(&id),
+                "a body passing the bound ({fed} bytes fed) was not refused at once: {step:?}"
+            );
+            step.cancels.retain(|c| *c != id);
+            // The rest of it, and its end, are pieces of a request over: no effect.
+            let before = self.snapshot();
+            for (from, to) in pieces {
+                self.lock.handle_response_body(id, &body[from..to], now);
+            }
+            self.lock.handle_response_end(id, now);
+            self.after(Input::Answer { stale: true }, before)?;
+            return Ok(step);
+        }
+        for (from, to) in pieces {
+            self.lock.handle_response_body(id, &body[from..to], now);
+        }
+        self.lock.handle_response_end(id, now);
+        // Over by its end: a cancel naming it now would name a request not outstanding.
+        self.outstanding.remove(&id);
         self.after(Input::Answer { stale }, before)
     }
 

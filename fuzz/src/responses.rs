@@ -4,7 +4,13 @@
 //! The machine is first brought into one of the [`Scenario`]s with well-formed etcd answers;
 //! the fuzzed answer then goes to the pending request; the same answer again (now stale) and
 //! to a never-sent id must change nothing; then every later request fails and every timer
-//! fires until the machine is quiet. Besides every [`harness`](crate::harness) invariant, the
+//! fires until the machine is quiet.
+//!
+//! The same run is made a second time with every answer delivered in pieces (head, the body
+//! cut at the points [`cuts`] draws from the input's bytes, end: a mutation of the input moves
+//! them), and must put out exactly what the whole answer did, and end its command the same way;
+//! a body passing `MAX_RESPONSE_BYTES` must be refused as soon as the piece that passes the
+//! bound is fed (see [`Harness::respond_in_pieces`](crate::harness::Harness::respond_in_pieces)). Besides every [`harness`](crate::harness) invariant, the
 //! outcome is judged against [`etcd::shape`](crate::etcd::shape), an oracle independent of the
 //! machine's parser:
 //!
@@ -168,6 +174,34 @@ impl Input {
         };
         etcd::response(self.status, self.etcd_index.as_deref(), body)
     }
+}
+
+/// Where a body of `len` bytes is cut when `input`'s answer is delivered in pieces: up to 8 cuts
+/// (empty pieces included), drawn from a hash of the input's bytes; for a body past the bound,
+/// also one just before and one just past it, so that the piece passing the bound is small.
+pub fn cuts(input: &Input, len: usize) -> Vec<usize> {
+    // FNV-1a over the encoded input, then xorshift.
+    let mut state = encode(input)
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+        | 1;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let count = next() % 9;
+    let mut cuts: Vec<usize> = (0..count)
+        .map(|_| (next() % (len as u64 + 1)) as usize)
+        .collect();
+    if len > MAX_RESPONSE_BYTES {
+        cuts.extend([MAX_RESPONSE_BYTES - 1, MAX_RESPONSE_BYTES]);
+    }
+    cuts.sort_unstable();
+    cuts
 }
 
 /// Encodes an input (the inverse of [`Input::decode`] for statuses in 100..=999 and headers
@@ -375,6 +409,21 @@ fn check(input: &Input) -> Checked {
         input.response(),
     )?;
 
+    // The same run with the answer in pieces: the same outputs.
+    let (mut p, _, _) = setup(input, t0)?;
+    let cuts = cuts(input, input.response().body().len());
+    let pieces = p.respond_in_pieces(target, input.response(), &cuts)?;
+    ensure!(
+        format!("{pieces:?}") == format!("{step:?}"),
+        "the answer in pieces (cut at {cuts:?}) did {pieces:?}, whole it did {step:?}"
+    );
+    p.respond_in_pieces(target, input.response(), &cuts)?;
+    p.respond_in_pieces(
+        RequestId::from_raw(p.last_request() + 1000),
+        input.response(),
+        &cuts,
+    )?;
+
     let is_get = matches!(kind, ReqKind::Read | ReqKind::Watch(_));
     if garbage && is_get {
         ensure!(
@@ -436,6 +485,14 @@ fn check(input: &Input) -> Checked {
     }
 
     h.quiesce()?;
+    p.quiesce()?;
+    if let Some(op) = op {
+        let (whole, pieces) = (&h.ops()[&op].result, &p.ops()[&op].result);
+        ensure!(
+            whole == pieces,
+            "whole, the command ended {whole:?}; in pieces, {pieces:?}"
+        );
+    }
 
     let Some(op) = op else { return Ok(()) };
     let state = &h.ops()[&op];

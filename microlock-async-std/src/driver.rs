@@ -1,6 +1,11 @@
 //! The driver: one loop around the shared [`microlock_proto::driver::Driver`], its channel, the
 //! requests in flight and one timer. The loop runs on its own task and, while a caller waits
 //! for an answer, on the caller's task too.
+//!
+//! The loop polls the requests in flight itself: a whole one is a future of its response; a
+//! [`Streamed`] one a stream of [`Piece`]s, each read only when the loop polls for it and
+//! handed to the driver at once, so nothing of a body waits anywhere but in the machine's
+//! bounded buffer (and the connection's own).
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -14,9 +19,9 @@ use async_std::channel::{Receiver, RecvError, Sender, TryRecvError};
 use futures_core::Stream;
 use microlock_proto::driver::{Command as DriverCommand, Driver, Failure, Flow, Runtime};
 use microlock_proto::http::{Request, Response};
-use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId};
+use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId, Streamed};
 
-use crate::http_client::HttpClient;
+use crate::http_client::{HttpClient, Piece, Pieces};
 
 pub(crate) type Reply = Sender<Result<Outcome, Error>>;
 pub(crate) type Command = DriverCommand<Reply, Sender<Event>>;
@@ -33,7 +38,15 @@ pub(crate) enum Input {
     Command(Command),
 }
 
-type Exchange = Pin<Box<dyn Future<Output = Result<Response<Vec<u8>>, Failure>> + Send>>;
+type Whole = Pin<Box<dyn Future<Output = Result<Response<Vec<u8>>, Failure>> + Send>>;
+
+/// A request in flight.
+enum Exchange {
+    /// Its whole response.
+    Whole(Whole),
+    /// Its response in pieces ([`Streamed`]).
+    Streamed(Pieces),
+}
 
 struct AsyncStd {
     client: HttpClient,
@@ -50,9 +63,15 @@ impl Runtime for AsyncStd {
     type Subscriber = Sender<Event>;
 
     fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> RequestId {
+        if request.extensions().get::<Streamed>().is_some() {
+            let pieces = self.client.stream(request);
+            self.requests.push((id, Exchange::Streamed(pieces)));
+            return id;
+        }
         let client = self.client.clone();
         let exchange = async move { client.send(request).await };
-        self.requests.push((id, Box::pin(exchange)));
+        self.requests
+            .push((id, Exchange::Whole(Box::pin(exchange))));
         id
     }
 
@@ -89,6 +108,7 @@ impl Runtime for AsyncStd {
 enum Next {
     Command(Command),
     Done(RequestId, Result<Response<Vec<u8>>, Failure>),
+    Piece(RequestId, Piece),
     Timeout,
 }
 
@@ -107,6 +127,9 @@ pub(crate) async fn run(
     };
     let mut driver = Driver::new(lock);
     let mut alarm = Alarm::default();
+    // Where the next turn starts polling the streamed requests (taking turns: an endless body
+    // cannot starve the others).
+    let mut turn = 0usize;
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {
         let next = poll_fn(|cx| {
@@ -117,15 +140,53 @@ pub(crate) async fn run(
                 return Poll::Ready(Next::Command(command));
             }
             for i in 0..rt.requests.len() {
-                if let Poll::Ready(outcome) = rt.requests[i].1.as_mut().poll(cx) {
-                    return Poll::Ready(Next::Done(rt.requests.swap_remove(i).0, outcome));
+                if let Exchange::Whole(exchange) = &mut rt.requests[i].1 {
+                    if let Poll::Ready(outcome) = exchange.as_mut().poll(cx) {
+                        return Poll::Ready(Next::Done(rt.requests.swap_remove(i).0, outcome));
+                    }
                 }
             }
-            alarm.poll(cx, deadline).map(|()| Next::Timeout)
+            if alarm.poll(cx, deadline).is_ready() {
+                return Poll::Ready(Next::Timeout);
+            }
+            let n = rt.requests.len();
+            for k in 0..n {
+                let i = (turn + k) % n;
+                let (id, Exchange::Streamed(pieces)) = &mut rt.requests[i] else {
+                    continue;
+                };
+                let id = *id;
+                if let Poll::Ready(piece) = Pin::new(pieces).poll_next(cx) {
+                    turn = i + 1;
+                    match piece {
+                        Some(Piece::End(end)) => {
+                            rt.requests.swap_remove(i);
+                            return Poll::Ready(Next::Piece(id, Piece::End(end)));
+                        }
+                        Some(piece) => return Poll::Ready(Next::Piece(id, piece)),
+                        // Never after its end (which removes it).
+                        None => {
+                            rt.requests.swap_remove(i);
+                            let end = Err(Failure::Lost("no end".to_owned()));
+                            return Poll::Ready(Next::Piece(id, Piece::End(end)));
+                        }
+                    }
+                }
+            }
+            Poll::Pending
         });
         flow = match next.await {
             Next::Command(command) => driver.command(&mut rt, command, Instant::now()),
             Next::Done(id, outcome) => driver.response(&mut rt, id, outcome, Instant::now()),
+            Next::Piece(id, Piece::Head(head)) => {
+                driver.response_head(&mut rt, id, head, Instant::now())
+            }
+            Next::Piece(id, Piece::Body(chunk)) => {
+                driver.response_body(&mut rt, id, &chunk, Instant::now())
+            }
+            Next::Piece(id, Piece::End(end)) => {
+                driver.response_end(&mut rt, id, end, Instant::now())
+            }
             Next::Timeout => driver.timeout(&mut rt, Instant::now()),
         };
     }

@@ -1,6 +1,8 @@
 //! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back, over
 //! plain TCP or TLS (rustls), on keep-alive connections: a pool of our own, with a bounded
-//! number of connections per member.
+//! number of connections per member. A request marked [`Streamed`] is [`HttpClient::stream`]ed
+//! instead: its [`Pieces`] are the response's head as soon as it has come, then its body chunk
+//! by chunk as it comes, then the end; nothing is read before the driver asks for the next.
 //!
 //! Each member has two budgets of connections (from the handle's
 //! [`Settings`](microlock_proto::Settings)): one for short requests (lock, unlock, renew,
@@ -11,8 +13,9 @@
 //! the connection is back in the pool or closed; a request that finds its budget full waits for
 //! a place, first come first served ([`Budget`]). So a handle never has more than the sum of
 //! both budgets open to one member. A request dropped while it waits (the machine gave up on
-//! it: the driver drops its future) leaves the queue; one dropped while it runs closes its
-//! connection and frees its place. (The same rules as microlock-tokio's pool.)
+//! it: the driver drops its future) leaves the queue; one dropped while it runs (a streamed
+//! one included, until its body's end) closes its connection and frees its place. (The same
+//! rules as microlock-tokio's pool.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -22,15 +25,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use async_std::io::{Read, ReadExt, Write};
+use async_std::io::{BufRead, Read, ReadExt, Write};
 use async_std::net::TcpStream;
+use futures_core::Stream;
 use futures_rustls::client::TlsStream;
 use futures_rustls::rustls::pki_types::ServerName;
 use futures_rustls::TlsConnector;
 use microlock_proto::driver::Failure;
 use microlock_proto::http::header::CONTENT_TYPE;
-use microlock_proto::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use microlock_proto::{tls, LongPoll, Settings, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
+use microlock_proto::http::response::Parts;
+use microlock_proto::http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri,
+};
+use microlock_proto::{
+    tls, LongPoll, Settings, Streamed, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES,
+};
 use surf::http::headers::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use surf::http::{Method, Url};
 
@@ -76,46 +85,130 @@ impl HttpClient {
         let request = self.to_surf(request).map_err(Failure::Connect)?;
         let mut response = match self.0.surf.send(request).await {
             Ok(response) => response,
-            Err(e) => {
-                let tls = self.0.tls.as_ref().and_then(|tls| tls.classify(e.as_ref()));
-                if let Some((failure, reason)) = tls {
-                    return Err(Failure::Tls(failure, reason));
-                }
-                if e.downcast_ref::<ConnectFailed>().is_some() {
-                    return Err(Failure::Connect(describe(e)));
-                }
-                // A TLS port closes (or resets) plain HTTP without a word (async-h1:
-                // "connection closed", no byte read): ask it.
-                let unanswered = e.downcast_ref::<Unanswered>().is_some()
-                    || e.to_string() == "connection closed";
-                if let Some(uri) = plain.filter(|_| unanswered) {
-                    if speaks_tls(&uri).await {
-                        return Err(Failure::Tls(
-                            TlsFailure::PlaintextToTls,
-                            "it closed the connection on plain HTTP and answers TLS".to_owned(),
-                        ));
-                    }
-                }
-                return Err(Failure::Lost(describe(e)));
-            }
+            Err(e) => return Err(self.failure(e, plain).await),
         };
         let lost = |e: &dyn std::fmt::Display| Failure::Lost(e.to_string());
         // The pool has read the body already.
         let bytes = response.body_bytes().await.map_err(|e| lost(&e))?;
         let mut out = Response::new(bytes);
         *out.status_mut() = StatusCode::from_u16(response.status().into()).map_err(|e| lost(&e))?;
-        for (name, values) in response.iter() {
-            for value in values {
-                // Skips only what `http` cannot hold, e.g. async-h1's stand-in `Date` (it ends in
-                // CRLF) for a response without one.
-                let name = HeaderName::from_bytes(name.as_str().as_bytes());
-                let value = HeaderValue::from_str(value.as_str());
-                if let (Ok(name), Ok(value)) = (name, value) {
-                    out.headers_mut().append(name, value);
-                }
+        copy_headers(&response, out.headers_mut());
+        Ok(out)
+    }
+
+    /// Sends `request` and hands its response over in pieces as they come: the head, each
+    /// body chunk, the end (or the failure). Each is read only when asked for: nothing piles up
+    /// however slowly they are taken. Dropped before its end, it closes the connection.
+    pub(crate) fn stream(&self, request: Request<Vec<u8>>) -> Pieces {
+        let client = self.clone();
+        Pieces(Phase::Head(Box::pin(
+            async move { client.open(request).await },
+        )))
+    }
+
+    /// Sends `request`; its response's head as soon as it has come, and its body to read.
+    async fn open(&self, request: Request<Vec<u8>>) -> Result<(Parts, surf::Body), Failure> {
+        let plain = (request.uri().scheme_str() == Some("http")).then(|| request.uri().clone());
+        let request = self.to_surf(request).map_err(Failure::Connect)?;
+        let mut response = match self.0.surf.send(request).await {
+            Ok(response) => response,
+            Err(e) => return Err(self.failure(e, plain).await),
+        };
+        let (mut head, ()) = Response::new(()).into_parts();
+        head.status = StatusCode::from_u16(response.status().into())
+            .map_err(|e| Failure::Lost(e.to_string()))?;
+        copy_headers(&response, &mut head.headers);
+        Ok((head, response.take_body()))
+    }
+
+    /// What a failed exchange failed of (`plain`: the URI of a plain `http://` request, whose
+    /// port may be a TLS one).
+    async fn failure(&self, e: surf::Error, plain: Option<Uri>) -> Failure {
+        let tls = self.0.tls.as_ref().and_then(|tls| tls.classify(e.as_ref()));
+        if let Some((failure, reason)) = tls {
+            return Failure::Tls(failure, reason);
+        }
+        if e.downcast_ref::<ConnectFailed>().is_some() {
+            return Failure::Connect(describe(e));
+        }
+        // A TLS port closes (or resets) plain HTTP without a word (async-h1:
+        // "connection closed", no byte read): ask it.
+        let unanswered =
+            e.downcast_ref::<Unanswered>().is_some() || e.to_string() == "connection closed";
+        if let Some(uri) = plain.filter(|_| unanswered) {
+            if speaks_tls(&uri).await {
+                return Failure::Tls(
+                    TlsFailure::PlaintextToTls,
+                    "it closed the connection on plain HTTP and answers TLS".to_owned(),
+                );
             }
         }
-        Ok(out)
+        Failure::Lost(describe(e))
+    }
+}
+
+/// `response`'s headers into `headers`.
+fn copy_headers(response: &surf::Response, headers: &mut HeaderMap) {
+    for (name, values) in response.iter() {
+        for value in values {
+            // Skips only what `http` cannot hold, e.g. async-h1's stand-in `Date` (it ends in
+            // CRLF) for a response without one.
+            let name = HeaderName::from_bytes(name.as_str().as_bytes());
+            let value = HeaderValue::from_str(value.as_str());
+            if let (Ok(name), Ok(value)) = (name, value) {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+/// A piece of a streamed response.
+pub(crate) enum Piece {
+    /// Status and headers.
+    Head(Parts),
+    /// The next chunk of the body.
+    Body(Vec<u8>),
+    /// Complete (`Ok`), or failed; nothing follows.
+    End(Result<(), Failure>),
+}
+
+/// How much of a streamed body one piece carries at most.
+const CHUNK: usize = 16 * 1024;
+
+/// The pieces of a streamed response, in order ([`HttpClient::stream`]).
+pub(crate) struct Pieces(Phase);
+
+type Opening = Pin<Box<dyn Future<Output = Result<(Parts, surf::Body), Failure>> + Send>>;
+
+enum Phase {
+    Head(Opening),
+    Body(surf::Body, Vec<u8>),
+    Done,
+}
+
+impl Stream for Pieces {
+    type Item = Piece;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Piece>> {
+        let phase = &mut self.get_mut().0;
+        let (piece, next) = match phase {
+            Phase::Head(opening) => match opening.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok((head, body))) => {
+                    (Piece::Head(head), Phase::Body(body, vec![0; CHUNK]))
+                }
+                Poll::Ready(Err(failure)) => (Piece::End(Err(failure)), Phase::Done),
+            },
+            Phase::Body(body, buf) => match Pin::new(body).poll_read(cx, buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => (Piece::End(Ok(())), Phase::Done),
+                Poll::Ready(Ok(n)) => return Poll::Ready(Some(Piece::Body(buf[..n].to_vec()))),
+                Poll::Ready(Err(e)) => (Piece::End(Err(Failure::Lost(e.to_string()))), Phase::Done),
+            },
+            Phase::Done => return Poll::Ready(None),
+        };
+        *phase = next;
+        Poll::Ready(Some(piece))
     }
 }
 
@@ -179,6 +272,9 @@ impl HttpClient {
         let mut out = surf::http::Request::new(method, self.url(&parts.uri)?);
         if parts.extensions.get::<LongPoll>().is_some() {
             out.ext_mut().insert(LongPoll); // for the pool: a watch, on the watches' budget
+        }
+        if parts.extensions.get::<Streamed>().is_some() {
+            out.ext_mut().insert(Streamed); // for the pool: its body is read as it comes
         }
         for (name, value) in &parts.headers {
             let value = value.to_str().map_err(|e| format!("header {name}: {e}"))?;
@@ -277,8 +373,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// One member's budgets and idle connections.
 #[derive(Debug)]
 struct Member {
-    requests: Budget,
-    watches: Budget,
+    requests: Arc<Budget>,
+    watches: Arc<Budget>,
     /// Connections whose last response was read to its end, newest last.
     idle: Mutex<Vec<(Conn, Instant)>>,
 }
@@ -301,7 +397,9 @@ impl Pool {
     /// bound), on an idle connection or a new one.
     ///
     /// It holds a place in the member's budget (the watches' for a [`LongPoll`]) from before it
-    /// takes a connection until that connection is back in the pool or closed.
+    /// takes a connection until that connection is back in the pool or closed. For a
+    /// [`Streamed`] request it returns after the head: the body is read as it comes, through a
+    /// [`Streaming`] reader that holds the place and the connection on.
     async fn exchange(&self, request: surf::http::Request) -> surf::Result<surf::http::Response> {
         let url = request.url();
         let key = (
@@ -314,6 +412,7 @@ impl Pool {
             Some(_) => &member.watches,
             None => &member.requests,
         };
+        let streamed = request.ext().get::<Streamed>().is_some();
         let place = budget.acquire().await;
         let (stream, fresh) = match member.take_idle() {
             Some(stream) => (stream, false),
@@ -335,6 +434,17 @@ impl Pool {
             && (response.header(CONTENT_LENGTH).is_some()
                 || response.header(TRANSFER_ENCODING).is_some());
         let body = response.take_body();
+        if streamed {
+            let streaming = Streaming {
+                body,
+                stream: Some(stream),
+                reusable,
+                place: Some(place),
+                member: member.clone(),
+            };
+            response.set_body(surf::Body::from_reader(streaming, None));
+            return Ok(response);
+        }
         let mut bytes = Vec::with_capacity(body.len().unwrap_or(0).min(MAX_RESPONSE_BYTES + 1));
         body.take(MAX_RESPONSE_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
@@ -356,8 +466,8 @@ impl Pool {
             return member.clone();
         }
         let member = Arc::new(Member {
-            requests: Budget::new(self.max_requests),
-            watches: Budget::new(self.max_watches),
+            requests: Arc::new(Budget::new(self.max_requests)),
+            watches: Arc::new(Budget::new(self.max_watches)),
             idle: Mutex::default(),
         });
         members.insert(key.clone(), member.clone());
@@ -389,6 +499,67 @@ impl Pool {
             .await
             .map_err(|e| io::Error::new(e.kind(), microlock_proto::tls::HandshakeFailed(e)))?;
         Ok(Conn::Tls(Arc::new(Mutex::new(stream))))
+    }
+}
+
+/// The body of a streamed response as async-h1 reads it, holding the connection and its place
+/// in the member's budget: read to its end, a reusable connection goes back to the pool; dropped
+/// before, the connection is closed and the place given back.
+struct Streaming {
+    body: surf::Body,
+    /// Dropped before the place: a place is never free while its connection is open.
+    stream: Option<Conn>,
+    reusable: bool,
+    place: Option<Place>,
+    member: Arc<Member>,
+}
+
+impl Streaming {
+    /// The body's end was read.
+    fn finish(&mut self) {
+        if let Some(stream) = self.stream.take().filter(|_| self.reusable) {
+            // Read to its end: the connection is at the next response's start.
+            let mut idle = (self.member.idle.lock()).unwrap_or_else(PoisonError::into_inner);
+            idle.push((stream, Instant::now()));
+        }
+        self.stream = None;
+        self.place = None;
+    }
+}
+
+impl Read for Streaming {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.body).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(0))) && !buf.is_empty() {
+            this.finish();
+        }
+        read
+    }
+}
+
+impl BufRead for Streaming {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        let end = match Pin::new(&mut this.body).poll_fill_buf(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(buf)) => buf.is_empty(),
+        };
+        if end {
+            this.finish();
+            return Poll::Ready(Ok(&[]));
+        }
+        // Buffered already: ready at once.
+        Pin::new(&mut this.body).poll_fill_buf(cx)
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.get_mut().body).consume(amt);
     }
 }
 
@@ -449,7 +620,7 @@ impl Budget {
     }
 
     /// A place, once one is free for this caller.
-    fn acquire(&self) -> Acquire<'_> {
+    fn acquire(self: &Arc<Self>) -> Acquire<'_> {
         Acquire {
             budget: self,
             ticket: None,
@@ -479,31 +650,31 @@ impl Budget {
 
 /// Waits for a place in a [`Budget`].
 struct Acquire<'a> {
-    budget: &'a Budget,
+    budget: &'a Arc<Budget>,
     /// Its place in the queue, once it waits.
     ticket: Option<u64>,
 }
 
 /// A place in a [`Budget`], given back on drop.
-struct Place<'a>(&'a Budget);
+struct Place(Arc<Budget>);
 
-impl Drop for Place<'_> {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.release();
     }
 }
 
 impl<'a> Future for Acquire<'a> {
-    type Output = Place<'a>;
+    type Output = Place;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Place<'a>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Place> {
         let budget = self.budget;
         let mut places = budget.places();
         match self.ticket {
             Some(ticket) if places.granted.remove(&ticket) => {
                 drop(places);
                 self.ticket = None;
-                return Poll::Ready(Place(budget));
+                return Poll::Ready(Place(budget.clone()));
             }
             Some(ticket) => {
                 if let Some(waker) = places.waiting.get_mut(&ticket) {
@@ -516,7 +687,7 @@ impl<'a> Future for Acquire<'a> {
             // Nobody ahead: take a free place.
             None if places.free > 0 && places.waiting.is_empty() => {
                 places.free -= 1;
-                return Poll::Ready(Place(budget));
+                return Poll::Ready(Place(budget.clone()));
             }
             None => {
                 let ticket = places.next_ticket;
@@ -604,5 +775,146 @@ impl Write for Conn {
                 Pin::new(&mut *s.lock().unwrap_or_else(PoisonError::into_inner)).poll_close(cx)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microlock_proto::Endpoint;
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    /// What the one-connection server saw.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Saw {
+        Request,
+        Closed,
+        Open,
+    }
+
+    /// A server for one connection: per request, a chunked 200 head at once, then one body
+    /// chunk per `go`, then the last chunk. It reports each request and the connection's close.
+    fn server(chunks: usize) -> (String, mpsc::Sender<()>, mpsc::Receiver<Saw>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (go, wait) = mpsc::channel::<()>();
+        let (saw, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            loop {
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => {
+                            let _ = saw.send(Saw::Closed);
+                            return;
+                        }
+                    }
+                }
+                let _ = saw.send(Saw::Request);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Etcd-Index: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                for _ in 0..chunks {
+                    if wait.recv().is_err() {
+                        // No more `go`: wait for the client to close the connection.
+                        let timeout = Some(std::time::Duration::from_secs(10));
+                        stream.set_read_timeout(timeout).unwrap();
+                        let closed = loop {
+                            match stream.read(&mut byte) {
+                                Ok(0) => break true,
+                                Ok(_) => {}
+                                Err(_) => break false, // still open after 10 s
+                            }
+                        };
+                        let _ = saw.send(if closed { Saw::Closed } else { Saw::Open });
+                        return;
+                    }
+                    let _ = stream.write_all(b"5\r\nhello\r\n");
+                }
+                let _ = stream.write_all(b"0\r\n\r\n");
+            }
+        });
+        (url, go, seen)
+    }
+
+    fn watch(url: &str) -> Request<Vec<u8>> {
+        let mut request = Request::get(format!("{url}/v2/keys/k?wait=true&waitIndex=4"))
+            .body(Vec::new())
+            .unwrap();
+        request.extensions_mut().insert(LongPoll);
+        request.extensions_mut().insert(Streamed);
+        request
+    }
+
+    fn client(url: &str) -> HttpClient {
+        HttpClient::new(&Settings::new(vec![Endpoint::parse(url).unwrap()]).unwrap())
+    }
+
+    async fn next(pieces: &mut Pieces) -> Option<Piece> {
+        std::future::poll_fn(|cx| Pin::new(&mut *pieces).poll_next(cx)).await
+    }
+
+    /// The body's pieces up to its end, as one text.
+    async fn rest(pieces: &mut Pieces) -> String {
+        let mut text = String::new();
+        loop {
+            match next(pieces).await {
+                Some(Piece::Body(chunk)) => text.push_str(std::str::from_utf8(&chunk).unwrap()),
+                Some(Piece::End(end)) => {
+                    assert!(end.is_ok(), "{end:?}");
+                    return text;
+                }
+                _ => panic!("a body piece or the end"),
+            }
+        }
+    }
+
+    #[async_std::test]
+    async fn the_head_comes_before_the_body_and_a_body_read_to_its_end_frees_the_connection() {
+        let (url, go, seen) = server(2);
+        let client = client(&url);
+        let mut pieces = client.stream(watch(&url));
+        let Some(Piece::Head(head)) = next(&mut pieces).await else {
+            panic!("the head first");
+        };
+        assert_eq!(head.status, 200, "before any byte of the body was sent");
+        assert_eq!(head.headers["x-etcd-index"], "3");
+        go.send(()).unwrap();
+        let Some(Piece::Body(chunk)) = next(&mut pieces).await else {
+            panic!("a chunk");
+        };
+        assert_eq!(chunk, b"hello", "as it comes");
+        go.send(()).unwrap();
+        assert_eq!(rest(&mut pieces).await, "hello");
+        assert!(next(&mut pieces).await.is_none(), "nothing after the end");
+        drop(pieces);
+        // The connection went back to the pool: the next request goes on it.
+        let mut pieces = client.stream(watch(&url));
+        assert!(matches!(next(&mut pieces).await, Some(Piece::Head(_))));
+        go.send(()).unwrap();
+        go.send(()).unwrap();
+        assert_eq!(rest(&mut pieces).await, "hellohello");
+        assert_eq!(seen.recv().unwrap(), Saw::Request);
+        assert_eq!(seen.recv().unwrap(), Saw::Request, "on the same connection");
+    }
+
+    #[async_std::test]
+    async fn pieces_dropped_before_the_end_close_the_connection() {
+        let (url, go, seen) = server(2);
+        let client = client(&url);
+        let mut pieces = client.stream(watch(&url));
+        assert!(matches!(next(&mut pieces).await, Some(Piece::Head(_))));
+        go.send(()).unwrap();
+        assert!(matches!(next(&mut pieces).await, Some(Piece::Body(_))));
+        drop(pieces); // the machine gave up on it
+        drop(go);
+        assert_eq!(seen.recv().unwrap(), Saw::Request);
+        let closed = async_std::task::spawn_blocking(move || seen.recv().unwrap());
+        assert_eq!(closed.await, Saw::Closed);
     }
 }

@@ -2,9 +2,18 @@
 //! who subscribed to events, which request task to abort.
 //!
 //! An adapter implements [`Runtime`] (start a request, abort it, answer a caller, deliver an
-//! event) and runs one loop: wait for a command, a finished request, or the instant in the
-//! last [`Flow::Continue`]; feed it to the [`Driver`]; stop on [`Flow::Stop`]. Still no I/O,
-//! clock or runtime here: the adapter's handle types stay opaque.
+//! event) and runs one loop: wait for a command, a finished request (or a piece of a streamed
+//! one), or the instant in the last [`Flow::Continue`]; feed it to the [`Driver`]; stop on
+//! [`Flow::Stop`]. Still no I/O, clock or runtime here: the adapter's handle types stay opaque.
+//!
+//! A request is whole or streamed. Whole: the adapter reads its response (at most
+//! [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) + 1 body bytes) and feeds it to
+//! [`Driver::response`]. Streamed (marked [`Streamed`](crate::Streamed)): it feeds the head to
+//! [`Driver::response_head`] as soon as it has come, each body chunk to
+//! [`Driver::response_body`] as it comes, reading the next only once the driver has taken the
+//! last (so nothing piles up however slow the loop), and the end or the failure to
+//! [`Driver::response_end`]; if the driver aborts the request meanwhile (its body passed the
+//! bound, or it is no longer wanted), it stops reading and closes the connection.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -79,7 +88,9 @@ pub trait Runtime {
     type Subscriber;
 
     /// Starts sending `request`; the adapter later feeds the outcome to
-    /// [`Driver::response`] with the same `id`. The handle goes to
+    /// [`Driver::response`] with the same `id` (or, for a request marked
+    /// [`Streamed`](crate::Streamed), its pieces to [`Driver::response_head`],
+    /// [`Driver::response_body`] and [`Driver::response_end`]). The handle goes to
     /// [`abort`](Runtime::abort) if the machine gives up on the request.
     fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> Self::Task;
     /// Stops a started request (its outcome is no longer wanted).
@@ -272,14 +283,68 @@ impl<T: Runtime> Driver<T> {
             rt.sync_members(&mut self.lock);
             match outcome {
                 Ok(response) => self.lock.handle_response(id, response, now),
-                Err(Failure::Lost(reason)) => self.lock.handle_transport_error(id, &reason, now),
-                Err(Failure::Connect(reason)) => self.lock.handle_connect_error(id, &reason, now),
-                Err(Failure::Tls(failure, reason)) => {
-                    self.lock.handle_tls_error(id, failure, &reason, now)
-                }
+                Err(failure) => self.fail(id, failure, now),
             }
         }
         self.flush(rt)
+    }
+
+    /// Feeds the head of the response to a streamed request started by [`Runtime::start`], as
+    /// soon as it has come. The request stays in flight (abortable) until
+    /// [`response_end`](Driver::response_end). Pieces of requests no longer in flight (aborted
+    /// meanwhile) are ignored.
+    pub fn response_head(
+        &mut self,
+        rt: &mut T,
+        id: RequestId,
+        head: http::response::Parts,
+        now: Instant,
+    ) -> Flow {
+        if self.in_flight.contains_key(&id) {
+            rt.sync_members(&mut self.lock);
+            self.lock.handle_response_head(id, head, now);
+        }
+        self.flush(rt)
+    }
+
+    /// Feeds the next chunk of a streamed response's body, as it comes (after
+    /// [`response_head`](Driver::response_head)). A body that passes
+    /// [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) settles the request at once and aborts
+    /// it ([`Runtime::abort`]).
+    pub fn response_body(&mut self, rt: &mut T, id: RequestId, chunk: &[u8], now: Instant) -> Flow {
+        if self.in_flight.contains_key(&id) {
+            rt.sync_members(&mut self.lock);
+            self.lock.handle_response_body(id, chunk, now);
+        }
+        self.flush(rt)
+    }
+
+    /// Ends a streamed request: its response is complete (`Ok`), or the transport failed
+    /// (before the head or after it). The request leaves the requests in flight.
+    pub fn response_end(
+        &mut self,
+        rt: &mut T,
+        id: RequestId,
+        outcome: Result<(), Failure>,
+        now: Instant,
+    ) -> Flow {
+        if self.in_flight.remove(&id).is_some() {
+            rt.sync_members(&mut self.lock);
+            match outcome {
+                Ok(()) => self.lock.handle_response_end(id, now),
+                Err(failure) => self.fail(id, failure, now),
+            }
+        }
+        self.flush(rt)
+    }
+
+    /// Feeds a transport failure of request `id`.
+    fn fail(&mut self, id: RequestId, failure: Failure, now: Instant) {
+        match failure {
+            Failure::Lost(reason) => self.lock.handle_transport_error(id, &reason, now),
+            Failure::Connect(reason) => self.lock.handle_connect_error(id, &reason, now),
+            Failure::Tls(failure, reason) => self.lock.handle_tls_error(id, failure, &reason, now),
+        }
     }
 
     /// The timer from the last [`Flow::Continue`] fired (extra calls are harmless).

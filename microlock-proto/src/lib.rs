@@ -37,6 +37,7 @@ pub mod driver;
 mod encode;
 mod error;
 mod event;
+mod incoming;
 mod liveness;
 mod lock;
 mod members;
@@ -63,7 +64,7 @@ pub use settings::{Builder, FromSettings, Settings};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use tls::TlsFailure;
-pub use wire::{LongPoll, MAX_RESPONSE_BYTES};
+pub use wire::{LongPoll, Streamed, MAX_RESPONSE_BYTES};
 
 /// Re-exported so users build and read requests with the same `http` version.
 pub use http;

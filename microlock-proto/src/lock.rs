@@ -11,6 +11,7 @@ use http::{Request, Response};
 
 use crate::config::{Config, Endpoint};
 use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
+use crate::incoming::{Incoming, Pushed, MAX_BUFFERED};
 use crate::members::Members;
 use crate::observe::{self, Outcome as Seen};
 use crate::op::{Kind, Queued, Removal, Running, Ticket};
@@ -20,7 +21,8 @@ use crate::wire::{self, Reply};
 use crate::{Error, TlsFailure};
 
 /// Identifies one HTTP request from [`Lock::poll_request`] to the matching
-/// `handle_response` / `handle_transport_error`, or to [`Lock::poll_cancel`].
+/// `handle_response` (or `handle_response_head`, `_body`, `_end`) / `handle_transport_error`,
+/// or to [`Lock::poll_cancel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(u64);
 
@@ -65,7 +67,10 @@ pub(crate) struct Held {
 /// - **commands**: [`lock`](Lock::lock), [`acquire`](Lock::acquire), [`unlock`](Lock::unlock),
 ///   [`renew`](Lock::renew), [`cancel`](Lock::cancel), [`set_auto_renew`](Lock::set_auto_renew),
 ///   [`set_watching`](Lock::set_watching), [`destroy`](Lock::destroy);
-/// - **inputs**: [`handle_response`](Lock::handle_response),
+/// - **inputs**: [`handle_response`](Lock::handle_response) (or, for a response taken in
+///   pieces as they arrive, [`handle_response_head`](Lock::handle_response_head),
+///   [`handle_response_body`](Lock::handle_response_body) and
+///   [`handle_response_end`](Lock::handle_response_end)),
 ///   [`handle_transport_error`](Lock::handle_transport_error),
 ///   [`handle_timeout`](Lock::handle_timeout);
 /// - **outputs**, drained after every command or input: [`poll_request`](Lock::poll_request),
@@ -115,6 +120,8 @@ pub struct Lock {
     pub(crate) members: Members,
     /// The member of each request in flight, and when it was sent.
     in_flight: BTreeMap<RequestId, (usize, Option<Instant>)>,
+    /// The responses of requests in flight being received in pieces (head come, end not).
+    incoming: Incoming,
     /// The span of this lock's events (key, node id).
     span: tracing::Span,
     /// Member discovery's request in flight, and its deadline.
@@ -162,6 +169,7 @@ impl Lock {
             deferred_unlock: None,
             members: Members::new(config.endpoints().to_vec()),
             in_flight: BTreeMap::new(),
+            incoming: Incoming::default(),
             discovery: None,
             span: tracing::info_span!(
                 "microlock",
@@ -390,8 +398,153 @@ impl Lock {
     /// Feeds the response to request `id`, with its whole body (an adapter reads at most
     /// [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) + 1 bytes). Responses to requests the
     /// machine no longer waits for (cancelled, timed out) are ignored.
+    ///
+    /// The same as [`handle_response_head`](Lock::handle_response_head), one
+    /// [`handle_response_body`](Lock::handle_response_body) with the whole body and
+    /// [`handle_response_end`](Lock::handle_response_end), except that it never asks to cancel
+    /// the request (the response is over already).
     pub fn handle_response(&mut self, id: RequestId, response: Response<Vec<u8>>, now: Instant) {
         let now = self.tick(now);
+        if !self.in_flight.contains_key(&id) {
+            return; // a stale answer (a partial one of it was dropped when the request ended)
+        }
+        // A whole response replaces whatever pieces of it came before; it is read as its end
+        // would read it, past the buffering (what a partial response would have kept of it).
+        self.incoming.remove(id);
+        let mut response = response;
+        response.body_mut().truncate(MAX_BUFFERED);
+        self.on_response(id, response, now);
+    }
+
+    /// Feeds the head (status and headers) of the response to request `id`, as soon as it has
+    /// come: its body follows in [`handle_response_body`](Lock::handle_response_body) chunks,
+    /// then [`handle_response_end`](Lock::handle_response_end) (or
+    /// [`handle_transport_error`](Lock::handle_transport_error) if the connection fails
+    /// first). What the response means is decided at its end (an etcd v2 answer is one JSON
+    /// body), or as soon as its body passes
+    /// [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES). Pieces for requests the machine no
+    /// longer waits for are ignored, as is a second head.
+    ///
+    /// An adapter delivers in pieces the responses of requests marked
+    /// [`Streamed`](crate::Streamed) (watches, whose head comes at once and whose body comes
+    /// when something happens); any response may be, with the same outcome as whole.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use microlock_proto::{Config, Error, Lock};
+    ///
+    /// fn pieces(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
+    ///     lock.lock(now);
+    ///     let (id, _request) = lock.poll_request().unwrap();
+    ///     let (head, ()) = http::Response::builder().status(412).body(())?.into_parts();
+    ///     lock.handle_response_head(id, head, now);
+    ///     let body = br#"{"errorCode":105,"message":"Key already exists","cause":"/foo","index":12}"#;
+    ///     for chunk in body.chunks(10) {
+    ///         lock.handle_response_body(id, chunk, now);
+    ///     }
+    ///     assert!(lock.poll_completion().is_none(), "decided at the end");
+    ///     lock.handle_response_end(id, now);
+    ///     let done = lock.poll_completion().unwrap();
+    ///     assert!(matches!(done.result, Err(Error::AlreadyLocked { index: 12, .. })));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn handle_response_head(
+        &mut self,
+        id: RequestId,
+        head: http::response::Parts,
+        now: Instant,
+    ) {
+        self.tick(now);
+        if self.in_flight.contains_key(&id) {
+            self.incoming.begin(id, head);
+        }
+    }
+
+    /// Feeds the next chunk of the body of the response to request `id` (after
+    /// [`handle_response_head`](Lock::handle_response_head)). At most
+    /// [`MAX_RESPONSE_BYTES`](crate::MAX_RESPONSE_BYTES) + 1 bytes are kept per response: one
+    /// whose body passes the bound is settled at once, as a whole oversized body would be
+    /// ([`Error::Protocol`]), and its request is named by [`poll_cancel`](Lock::poll_cancel)
+    /// so that the adapter stops reading it. Chunks for requests without a head, unknown or
+    /// finished are ignored.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use microlock_proto::{Config, Lock, MAX_RESPONSE_BYTES};
+    ///
+    /// fn endless(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
+    ///     lock.lock(now);
+    ///     let (id, _request) = lock.poll_request().unwrap();
+    ///     let (head, ()) = http::Response::builder().status(201).body(())?.into_parts();
+    ///     lock.handle_response_head(id, head, now);
+    ///     let chunk = [b' '; 64 * 1024];
+    ///     let mut fed = 0;
+    ///     while lock.poll_cancel() != Some(id) {
+    ///         lock.handle_response_body(id, &chunk, now); // an endless body
+    ///         fed += chunk.len();
+    ///     }
+    ///     assert!(fed > MAX_RESPONSE_BYTES && fed <= MAX_RESPONSE_BYTES + chunk.len());
+    ///     // The write's answer is unusable (`Error::Protocol`): a quorum read settles it.
+    ///     let (_, read) = lock.poll_request().unwrap();
+    ///     assert_eq!(read.uri().query(), Some("quorum=true"));
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn handle_response_body(&mut self, id: RequestId, chunk: &[u8], now: Instant) {
+        let now = self.tick(now);
+        match self.incoming.push(id, chunk) {
+            Pushed::Unknown | Pushed::Buffered => {}
+            Pushed::Overflow => {
+                // Decided now, as the whole body would be; then the adapter stops reading.
+                if let Some(response) = self.incoming.finish(id) {
+                    self.on_response(id, response, now);
+                }
+                self.cancels.push_back(id);
+            }
+        }
+    }
+
+    /// Reports that the response to request `id` is complete: it is read now, as
+    /// [`handle_response`](Lock::handle_response) reads a whole one. Ignored for a request
+    /// without a head, unknown or finished (a second end, or one after an oversized body).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use microlock_proto::{Config, Lock, Outcome};
+    ///
+    /// fn whole_in_pieces(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let mut lock = Lock::new(Config::new("foo", "node-1", Duration::from_secs(5))?);
+    ///     lock.lock(now);
+    ///     let (id, _request) = lock.poll_request().unwrap();
+    ///     let (head, ()) = http::Response::builder()
+    ///         .status(201)
+    ///         .header("X-Etcd-Index", "7")
+    ///         .body(())?
+    ///         .into_parts();
+    ///     lock.handle_response_head(id, head, now);
+    ///     lock.handle_response_body(id, br#"{"action":"create","node":{"key":"/foo","#, now);
+    ///     lock.handle_response_body(id, br#""value":"node-1","ttl":5,"#, now);
+    ///     lock.handle_response_body(id, br#""modifiedIndex":7,"createdIndex":7}}"#, now);
+    ///     lock.handle_response_end(id, now);
+    ///     let done = lock.poll_completion().unwrap();
+    ///     assert!(matches!(done.result, Ok(Outcome::Locked(f)) if f.token() == 7));
+    ///     lock.handle_response_end(id, now); // ignored: over already
+    ///     assert!(lock.poll_completion().is_none());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn handle_response_end(&mut self, id: RequestId, now: Instant) {
+        let now = self.tick(now);
+        if let Some(response) = self.incoming.finish(id) {
+            self.on_response(id, response, now);
+        }
+    }
+
+    /// A complete response to request `id` (its body at most one byte past the bound).
+    fn on_response(&mut self, id: RequestId, response: Response<Vec<u8>>, now: Instant) {
         if self.discovery.is_some_and(|(request, _)| request == id) {
             return self.on_discovery(id, &response, now);
         }
@@ -415,7 +568,8 @@ impl Lock {
 
     /// Reports that request `id` failed before a complete response arrived, after it may have
     /// reached etcd (connection reset or closed after sending, body cut short...): its outcome
-    /// is unknown. `reason` is kept in [`Error::Transport`].
+    /// is unknown. `reason` is kept in [`Error::Transport`]. Also after its head and part of
+    /// its body ([`handle_response_head`](Lock::handle_response_head)): what came is dropped.
     pub fn handle_transport_error(&mut self, id: RequestId, reason: &str, now: Instant) {
         let now = self.tick(now);
         let error = Error::Transport {
@@ -510,13 +664,14 @@ impl Lock {
     // ----- outputs -------------------------------------------------------------------------
 
     /// The next HTTP request to send. The adapter sends it to the URI's host as it is, reads
-    /// the whole response, and reports back with the same id.
+    /// the whole response (or, for one marked [`Streamed`](crate::Streamed), hands it over in
+    /// pieces as they arrive), and reports back with the same id.
     pub fn poll_request(&mut self) -> Option<(RequestId, Request<Vec<u8>>)> {
         self.requests.pop_front()
     }
 
-    /// The next request to abandon (its response is no longer wanted: abort it to free the
-    /// connection).
+    /// The next request to abandon (its response is no longer wanted, or its body passed the
+    /// bound while arriving in pieces: abort it to free the connection, and stop reading).
     pub fn poll_cancel(&mut self) -> Option<RequestId> {
         self.cancels.pop_front()
     }
@@ -618,6 +773,7 @@ impl Lock {
     /// before the next interval).
     fn on_discovery(&mut self, id: RequestId, response: &Response<Vec<u8>>, now: Instant) {
         self.discovery = None;
+        self.incoming.remove(id);
         let Some((member, _)) = self.in_flight.remove(&id) else {
             return;
         };
@@ -634,6 +790,7 @@ impl Lock {
     }
 
     pub(crate) fn cancel_request(&mut self, id: RequestId) {
+        self.incoming.remove(id);
         if self.in_flight.remove(&id).is_some() {
             self.cancels.push_back(id);
         }
@@ -682,6 +839,7 @@ impl Lock {
 
     /// `sent`: false when the request provably never reached etcd.
     fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, sent: bool, now: Instant) {
+        self.incoming.remove(id); // what came of it, if it ended in transport
         let Some((member, sent_at)) = self.in_flight.remove(&id) else {
             return; // a stale answer to a request given up on
         };

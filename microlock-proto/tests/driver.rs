@@ -188,3 +188,98 @@ fn a_hold_is_ended_by_its_own_loss_or_the_end_of_the_stream() {
     assert_eq!(hold.observe(None), Some(LostReason::Destroyed));
     assert_eq!(hold.lost(), Some(LostReason::Destroyed));
 }
+
+fn head(status: u16) -> microlock_proto::http::response::Parts {
+    microlock_proto::http::Response::builder()
+        .status(status)
+        .header("X-Etcd-Index", "7")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0
+}
+
+/// A streamed request is in flight from its start to its end: abortable after its head and
+/// its body's first chunks, answered at its end, and forgotten after it.
+#[test]
+fn a_streamed_request_stays_in_flight_until_its_end() {
+    let now = Instant::now();
+    let body = br#"{"action":"create","node":{"key":"/k","value":"n","ttl":5,"modifiedIndex":7,"createdIndex":7}}"#;
+
+    // Head and part of the body, then destroy: still in flight, so aborted.
+    let mut rt = Record::default();
+    let mut d = driver();
+    d.command(&mut rt, Command::Lock(1), now);
+    let id = rt.started[0].0;
+    d.response_head(&mut rt, id, head(201), now);
+    d.response_body(&mut rt, id, &body[..10], now);
+    assert!(rt.answers.is_empty(), "decided at the end");
+    assert_eq!(d.command(&mut rt, Command::Destroy, now), Flow::Stop);
+    assert_eq!(rt.aborted, 1, "in flight until its end");
+
+    // Head, body in pieces, end: answered, and no longer in flight.
+    let mut rt = Record::default();
+    let mut d = driver();
+    d.command(&mut rt, Command::Lock(1), now);
+    let id = rt.started[0].0;
+    d.response_head(&mut rt, id, head(201), now);
+    for chunk in body.chunks(7) {
+        d.response_body(&mut rt, id, chunk, now);
+    }
+    assert!(rt.answers.is_empty());
+    d.response_end(&mut rt, id, Ok(()), now);
+    assert!(
+        matches!(rt.answers.as_slice(), [(1, Ok(Outcome::Locked(f)))] if f.token() == 7),
+        "{:?}",
+        rt.answers
+    );
+    // Late pieces are ignored; nothing is left to abort.
+    d.response_body(&mut rt, id, b"garbage", now);
+    d.response_end(&mut rt, id, Ok(()), now);
+    assert_eq!(rt.answers.len(), 1);
+    assert_eq!(d.command(&mut rt, Command::Destroy, now), Flow::Stop);
+    assert_eq!(rt.aborted, 0, "nothing in flight after its end");
+
+    // A body past the bound: aborted at once, and the write's answer is settled by a read.
+    let mut rt = Record::default();
+    let mut d = driver();
+    d.command(&mut rt, Command::Lock(1), now);
+    let id = rt.started[0].0;
+    d.response_head(&mut rt, id, head(201), now);
+    let chunk = vec![b' '; 256 * 1024];
+    for _ in 0..4 {
+        d.response_body(&mut rt, id, &chunk, now);
+        assert_eq!(rt.aborted, 0);
+    }
+    d.response_body(&mut rt, id, b" ", now);
+    assert_eq!(
+        rt.aborted, 1,
+        "its body passed the bound: the adapter stops reading"
+    );
+    assert_eq!(rt.started.len(), 2, "{:?}", rt.started);
+    assert!(
+        rt.started[1].1.ends_with("?quorum=true"),
+        "{:?}",
+        rt.started
+    );
+    d.response_end(&mut rt, id, Ok(()), now);
+    assert_eq!(rt.started.len(), 2, "its end changes nothing");
+
+    // A transport failure after the head: lost, settled by a read.
+    let mut rt = Record::default();
+    let mut d = driver();
+    d.command(&mut rt, Command::Lock(1), now);
+    let id = rt.started[0].0;
+    d.response_head(&mut rt, id, head(201), now);
+    d.response_body(&mut rt, id, &body[..10], now);
+    let lost = Err(microlock_proto::driver::Failure::Lost("reset".into()));
+    d.response_end(&mut rt, id, lost, now);
+    assert_eq!(rt.started.len(), 2, "{:?}", rt.started);
+    assert!(
+        rt.started[1].1.ends_with("?quorum=true"),
+        "{:?}",
+        rt.started
+    );
+    assert_eq!(d.command(&mut rt, Command::Destroy, now), Flow::Stop);
+    assert_eq!(rt.aborted, 1, "only the read was still in flight");
+}

@@ -1,11 +1,19 @@
 //! The driver task: tokio channels, tasks and one timer around the shared
 //! [`microlock_proto::driver::Driver`].
+//!
+//! Each request runs on a task of its own. A whole one sends its outcome on an unbounded
+//! channel (one message per request). A [`Streamed`] one sends its pieces (head, each body
+//! chunk as it comes, end) on a small bounded channel shared by the streamed requests: a task
+//! waits for room before it reads on, so however slow the loop, at most [`PIECES`] chunks
+//! wait in it, and a body the machine refuses is never read further (its task is aborted).
 
+use bytes::Bytes;
 use microlock_proto::driver::{Command as DriverCommand, Driver, Failure, Flow, Runtime};
+use microlock_proto::http::response::Parts;
 use microlock_proto::http::{Request, Response};
 use std::sync::{Arc, Mutex};
 
-use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId};
+use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId, Streamed};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -22,9 +30,21 @@ pub(crate) type Shared = Arc<Mutex<Option<Fence>>>;
 /// The members' health, shared by the locks of one `Etcd`.
 pub(crate) type SharedMembers = Arc<Mutex<Members>>;
 
+/// A piece of a streamed response.
+enum Piece {
+    Head(Parts),
+    Body(Bytes),
+    End(Result<(), Failure>),
+}
+
+/// How many pieces of streamed responses may wait for the loop at once (then their tasks wait
+/// before reading on).
+const PIECES: usize = 4;
+
 struct Tokio {
     client: HttpClient,
     done: mpsc::UnboundedSender<Done>,
+    pieces: mpsc::Sender<(RequestId, Piece)>,
     shared: Shared,
     members: SharedMembers,
 }
@@ -35,6 +55,10 @@ impl Runtime for Tokio {
     type Subscriber = mpsc::UnboundedSender<Event>;
 
     fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> AbortHandle {
+        if request.extensions().get::<Streamed>().is_some() {
+            let (client, pieces) = (self.client.clone(), self.pieces.clone());
+            return tokio::spawn(stream(client, id, request, pieces)).abort_handle();
+        }
         let (client, done) = (self.client.clone(), self.done.clone());
         tokio::spawn(async move {
             let _ = done.send((id, client.send(request).await));
@@ -71,6 +95,36 @@ impl Runtime for Tokio {
     }
 }
 
+/// Sends a streamed request and hands its pieces over as they come, each once the loop has
+/// room for it. Ends early if the loop is gone.
+async fn stream(
+    client: HttpClient,
+    id: RequestId,
+    request: Request<Vec<u8>>,
+    pieces: mpsc::Sender<(RequestId, Piece)>,
+) {
+    let end = match client.open(request).await {
+        Ok((head, mut body)) => {
+            if pieces.send((id, Piece::Head(head))).await.is_err() {
+                return;
+            }
+            loop {
+                match body.chunk().await {
+                    Ok(Some(data)) => {
+                        if pieces.send((id, Piece::Body(data))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(failure) => break Err(failure),
+                }
+            }
+        }
+        Err(failure) => Err(failure),
+    };
+    let _ = pieces.send((id, Piece::End(end))).await;
+}
+
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -83,9 +137,11 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let (done, mut finished) = mpsc::unbounded_channel();
+    let (pieces, mut streamed) = mpsc::channel(PIECES);
     let mut rt = Tokio {
         client,
         done,
+        pieces,
         shared,
         members,
     };
@@ -98,6 +154,11 @@ pub(crate) async fn run(
                 driver.command(&mut rt, command, now())
             }
             Some((id, outcome)) = finished.recv() => driver.response(&mut rt, id, outcome, now()),
+            Some((id, piece)) = streamed.recv() => match piece {
+                Piece::Head(head) => driver.response_head(&mut rt, id, head, now()),
+                Piece::Body(data) => driver.response_body(&mut rt, id, &data, now()),
+                Piece::End(end) => driver.response_end(&mut rt, id, end, now()),
+            },
             () = sleep_until(deadline) => driver.timeout(&mut rt, now()),
         };
     }

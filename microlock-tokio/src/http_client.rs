@@ -1,6 +1,8 @@
 //! Moves one `http::Request<Vec<u8>>` to etcd and one `http::Response<Vec<u8>>` back, over
 //! plain TCP or TLS (rustls), on keep-alive connections: a pool of hyper's HTTP/1.1
-//! connections with a bounded number per member.
+//! connections with a bounded number per member. For a request marked
+//! [`Streamed`](microlock_proto::Streamed), [`HttpClient::open`] hands the response's head back
+//! as soon as it has come, and a [`Body`] to read the body chunk by chunk as it comes.
 //!
 //! Each member has two budgets of connections (from the handle's
 //! [`Settings`](microlock_proto::Settings)): one for short requests (lock, unlock, renew,
@@ -11,24 +13,26 @@
 //! the connection is back in the pool or closed; a request that finds its budget full waits for
 //! a place, first come first served. So a handle never has more than the sum of both budgets
 //! open to one member. A request dropped while it waits (the machine gave up on it: the driver
-//! aborts its task) leaves the queue; one dropped while it runs closes its connection and frees
-//! its place.
+//! aborts its task) leaves the queue; one dropped while it runs (its [`Body`] dropped before its
+//! end) closes its connection and frees its place.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use microlock_proto::driver::Failure;
 use microlock_proto::http::header::{CONNECTION, HOST};
+use microlock_proto::http::response::Parts;
 use microlock_proto::http::uri::{Authority, PathAndQuery};
 use microlock_proto::http::{HeaderValue, Request, Response, Uri};
 use microlock_proto::{tls, LongPoll, Settings, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
@@ -120,9 +124,27 @@ impl HttpClient {
         &self,
         request: Request<Vec<u8>>,
     ) -> Result<Response<Vec<u8>>, Failure> {
+        let (parts, mut body) = self.open(request).await?;
+        let mut bytes = Vec::new();
+        while let Some(data) = body.chunk().await? {
+            bytes.extend_from_slice(&data);
+            if bytes.len() > MAX_RESPONSE_BYTES {
+                bytes.truncate(MAX_RESPONSE_BYTES + 1);
+                break; // dropping the body unread closes the connection
+            }
+        }
+        Ok(Response::from_parts(parts, bytes))
+    }
+
+    /// Sends `request` and returns the response's head as soon as it has come, with its body
+    /// still to read. `Err` as for [`send`](HttpClient::send).
+    pub(crate) async fn open(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> Result<(Parts, Body<'_>), Failure> {
         let plain = (request.uri().scheme_str() == Some("http")).then(|| request.uri().clone());
         match self.exchange(request).await {
-            Ok(response) => Ok(response),
+            Ok(opened) => Ok(opened),
             Err(Failed::Failure(failure)) => Err(failure),
             // Asked once the exchange's place is given back: the probe's connection is not
             // counted against the cap.
@@ -136,9 +158,10 @@ impl HttpClient {
         }
     }
 
-    /// One request and its whole response, holding a place in the member's budget from before
-    /// a connection is taken until it is back in the pool or closed.
-    async fn exchange(&self, request: Request<Vec<u8>>) -> Result<Response<Vec<u8>>, Failed> {
+    /// One request up to its response's head, holding a place in the member's budget from
+    /// before a connection is taken; the [`Body`] holds it on until the connection is back in
+    /// the pool or closed.
+    async fn exchange(&self, request: Request<Vec<u8>>) -> Result<(Parts, Body<'_>), Failed> {
         let long = request.extensions().get::<LongPoll>().is_some();
         let (mut parts, body) = request.into_parts();
         let https = parts.uri.scheme_str() == Some("https");
@@ -192,38 +215,18 @@ impl HttpClient {
                 },
             }
         };
-        let (parts, mut body) = response.into_parts();
-        let mut bytes = Vec::new();
-        let mut complete = false;
-        loop {
-            let Some(frame) = body.frame().await else {
-                complete = true;
-                break;
-            };
-            let frame = frame.map_err(|e| {
-                Failed::Failure(
-                    self.tls_failure(&e)
-                        .unwrap_or_else(|| Failure::Lost(describe(&e))),
-                )
-            })?;
-            if let Ok(data) = frame.into_data() {
-                bytes.extend_from_slice(&data);
-                if bytes.len() > MAX_RESPONSE_BYTES {
-                    bytes.truncate(MAX_RESPONSE_BYTES + 1);
-                    break;
-                }
-            }
-        }
+        let (parts, body) = response.into_parts();
         let close = (parts.headers.get_all(CONNECTION).iter())
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if complete && !close {
-            // Read to its end: the connection is at the next response's start. (Any other
-            // connection is dropped here, which closes it: a late answer can never be read
-            // as the next request's.)
-            member.put_idle(conn);
-        }
-        drop(place);
-        Ok(Response::from_parts(parts, bytes))
+        let body = Body {
+            body,
+            conn: Some(conn),
+            close,
+            place: Some(place),
+            member,
+            client: self,
+        };
+        Ok((parts, body))
     }
 
     /// The member at `https` and `authority`, met now or before.
@@ -284,6 +287,44 @@ impl HttpClient {
         let (_, tls) = self.0.tls.as_ref()?;
         tls.classify(error)
             .map(|(failure, reason)| Failure::Tls(failure, reason))
+    }
+}
+
+/// A response's body, read chunk by chunk as it comes. It holds the connection and its place in
+/// the member's budget: read to its end, the connection goes back to the pool (unless the
+/// server said `Connection: close`); dropped before, the connection is closed (a late answer
+/// can never be read as the next request's) and the place given back.
+pub(crate) struct Body<'a> {
+    body: Incoming,
+    /// Dropped before the place: a place is never free while its connection is open.
+    conn: Option<Conn>,
+    close: bool,
+    place: Option<OwnedSemaphorePermit>,
+    member: Arc<Member>,
+    client: &'a HttpClient,
+}
+
+impl Body<'_> {
+    /// The next chunk of the body, as it comes; `None` at its end (the connection is then back
+    /// in the pool, its place given back).
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        loop {
+            let Some(frame) = self.body.frame().await else {
+                if let Some(conn) = self.conn.take().filter(|_| !self.close) {
+                    // Read to its end: the connection is at the next response's start.
+                    self.member.put_idle(conn);
+                }
+                self.conn = None;
+                self.place = None;
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| {
+                (self.client.tls_failure(&e)).unwrap_or_else(|| Failure::Lost(describe(&e)))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
     }
 }
 
@@ -361,4 +402,119 @@ fn describe(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use microlock_proto::{Endpoint, Streamed};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    /// What the one-connection server saw.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Saw {
+        Request,
+        Closed,
+        Open,
+    }
+
+    /// A server for one connection: per request, a chunked 200 head at once, then one body
+    /// chunk per `go`, then the last chunk. It reports each request and the connection's close.
+    fn server(chunks: usize) -> (String, mpsc::Sender<()>, mpsc::Receiver<Saw>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (go, wait) = mpsc::channel::<()>();
+        let (saw, seen) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            loop {
+                let mut head = Vec::new();
+                let mut byte = [0];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => {
+                            let _ = saw.send(Saw::Closed);
+                            return;
+                        }
+                    }
+                }
+                let _ = saw.send(Saw::Request);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Etcd-Index: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                for _ in 0..chunks {
+                    if wait.recv().is_err() {
+                        // No more `go`: wait for the client to close the connection.
+                        let timeout = Some(std::time::Duration::from_secs(10));
+                        stream.set_read_timeout(timeout).unwrap();
+                        let closed = loop {
+                            match stream.read(&mut byte) {
+                                Ok(0) => break true,
+                                Ok(_) => {}
+                                Err(_) => break false, // still open after 10 s
+                            }
+                        };
+                        let _ = saw.send(if closed { Saw::Closed } else { Saw::Open });
+                        return;
+                    }
+                    let _ = stream.write_all(b"5\r\nhello\r\n");
+                }
+                let _ = stream.write_all(b"0\r\n\r\n");
+            }
+        });
+        (url, go, seen)
+    }
+
+    fn watch(url: &str) -> Request<Vec<u8>> {
+        let mut request = Request::get(format!("{url}/v2/keys/k?wait=true&waitIndex=4"))
+            .body(Vec::new())
+            .unwrap();
+        request.extensions_mut().insert(LongPoll);
+        request.extensions_mut().insert(Streamed);
+        request
+    }
+
+    fn client(url: &str) -> HttpClient {
+        HttpClient::new(&Settings::new(vec![Endpoint::parse(url).unwrap()]).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_head_comes_before_the_body_and_a_body_read_to_its_end_frees_the_connection() {
+        let (url, go, seen) = server(2);
+        let client = client(&url);
+        let (head, mut body) = client.open(watch(&url)).await.expect("the head");
+        assert_eq!(head.status, 200, "before any byte of the body was sent");
+        assert_eq!(head.headers["x-etcd-index"], "3");
+        for _ in 0..2 {
+            go.send(()).unwrap();
+            let chunk = body.chunk().await.unwrap().expect("a chunk");
+            assert_eq!(&chunk[..], b"hello");
+        }
+        assert_eq!(body.chunk().await.unwrap(), None, "the end");
+        drop(body);
+        // The connection went back to the pool: the next request goes on it.
+        let (_, mut body) = client.open(watch(&url)).await.expect("again");
+        go.send(()).unwrap();
+        go.send(()).unwrap();
+        while body.chunk().await.unwrap().is_some() {}
+        assert_eq!(seen.recv().unwrap(), Saw::Request);
+        assert_eq!(seen.recv().unwrap(), Saw::Request, "on the same connection");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_closes_the_connection() {
+        let (url, go, seen) = server(2);
+        let client = client(&url);
+        let (_, mut body) = client.open(watch(&url)).await.expect("the head");
+        go.send(()).unwrap();
+        assert!(body.chunk().await.unwrap().is_some());
+        drop(body); // the machine gave up on it
+        drop(go);
+        assert_eq!(seen.recv().unwrap(), Saw::Request);
+        let closed = tokio::task::spawn_blocking(move || seen.recv().unwrap());
+        assert_eq!(closed.await.unwrap(), Saw::Closed);
+    }
 }

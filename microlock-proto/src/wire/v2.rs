@@ -6,6 +6,7 @@
 use http::{header, Method, Request, Response};
 use serde::Deserialize;
 
+use super::Streamed;
 use crate::config::{Config, Endpoint};
 use crate::encode::percent_encode;
 use crate::{AuthFailure, Error};
@@ -94,11 +95,12 @@ pub(crate) fn read(endpoint: &Endpoint, config: &Config) -> Request<Vec<u8>> {
 }
 
 /// `GET /v2/keys/K?wait=true&waitIndex=N`: a long poll for the first event at index ≥ N.
-/// Marked [`LongPoll`] for the adapters.
+/// Marked [`LongPoll`] and [`Streamed`] for the adapters.
 pub(crate) fn watch(endpoint: &Endpoint, config: &Config, wait_index: u64) -> Request<Vec<u8>> {
     let query = format!("wait=true&waitIndex={wait_index}");
     let mut request = request(Method::GET, endpoint, config, &query, None);
     request.extensions_mut().insert(LongPoll);
+    request.extensions_mut().insert(Streamed);
     request
 }
 
@@ -216,6 +218,7 @@ pub(crate) fn remove_entry(
 }
 
 /// `GET` entry `name` `?wait=true&waitIndex=N`: waits for the entry ahead of ours to go.
+/// Marked [`LongPoll`] and [`Streamed`] for the adapters.
 pub(crate) fn watch_entry(
     endpoint: &Endpoint,
     config: &Config,
@@ -226,6 +229,7 @@ pub(crate) fn watch_entry(
     let path = entry_path(config, name);
     let mut request = queue_request(Method::GET, endpoint, config, &path, &query, None);
     request.extensions_mut().insert(LongPoll);
+    request.extensions_mut().insert(Streamed);
     request
 }
 
@@ -597,10 +601,14 @@ mod tests {
             read(&Endpoint::default(), &c).uri().query(),
             Some("quorum=true")
         );
-        assert_eq!(
-            watch(&Endpoint::default(), &c, 42).uri().query(),
-            Some("wait=true&waitIndex=42")
-        );
+        let w = watch(&Endpoint::default(), &c, 42);
+        assert_eq!(w.uri().query(), Some("wait=true&waitIndex=42"));
+        assert!(w.extensions().get::<LongPoll>().is_some());
+        assert!(w.extensions().get::<Streamed>().is_some());
+        let w = watch_entry(&Endpoint::default(), &c, "00000000000000000007", 8);
+        assert!(w.extensions().get::<LongPoll>().is_some());
+        assert!(w.extensions().get::<Streamed>().is_some());
+        assert!(read(&Endpoint::default(), &c).extensions().is_empty());
     }
 
     fn response(status: u16, index: Option<&str>, body: &str) -> Response<Vec<u8>> {
