@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod cli;
 pub mod cut_proxy;
 pub mod etcd;
+pub mod etcdctl;
 pub mod fenced;
 pub mod inspect;
 pub mod node;
