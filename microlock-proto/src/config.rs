@@ -340,6 +340,34 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Which of etcd's APIs a lock speaks. Both give the same [`Lock`](crate::Lock) API; they are
+/// separate keyspaces, so every client of one lock must speak the same protocol (a client is
+/// never switched silently: a v2 client on an etcd without v2 gets
+/// [`Error::V2Unavailable`](crate::Error::V2Unavailable)).
+///
+/// ```
+/// use std::time::Duration;
+/// use microlock_proto::{Config, Protocol};
+/// let config = Config::new("jobs/nightly", "worker-7", Duration::from_secs(10))?
+///     .with_protocol(Protocol::V3);
+/// assert_eq!(config.protocol(), Protocol::V3);
+/// assert_eq!(Protocol::default(), Protocol::V2);
+/// # Ok::<(), microlock_proto::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// etcd's v2 keys API, the protocol of microlock for Node.js (shared locks with it):
+    /// the key `K` holds the node id with a TTL. Served by etcd 3.4 and 3.5 when started with
+    /// `--enable-v2=true`; removed in etcd 3.6.
+    #[default]
+    V2,
+    /// etcd's v3 API through its JSON gateway (`/v3/...`), the layout of Go's
+    /// `concurrency.Mutex` (shared locks with `etcdctl lock K`): `K/<lease id in hex>` under a
+    /// lease, the lowest create revision holds. Served by every etcd from 3.4 on.
+    V3,
+}
+
 /// The configuration of one lock.
 ///
 /// ```
@@ -368,6 +396,7 @@ pub struct Config {
     member_discovery: bool,
     credentials: Option<Credentials>,
     fair_acquire: bool,
+    protocol: Protocol,
     renew_interval: Option<Duration>,
     acquire_jitter: Duration,
     seed: Option<u64>,
@@ -393,6 +422,7 @@ impl Config {
             member_discovery: false,
             credentials: None,
             fair_acquire: true,
+            protocol: Protocol::V2,
             renew_interval: None,
             acquire_jitter: Duration::from_millis(10),
             seed: None,
@@ -484,6 +514,17 @@ impl Config {
     pub fn with_fair_acquire(mut self, fair: bool) -> Config {
         self.fair_acquire = fair;
         self
+    }
+
+    /// Speak `protocol` to etcd (default [`Protocol::V2`]).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Config {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The protocol spoken to etcd (see [`with_protocol`](Config::with_protocol)).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// Whether waiting acquires queue (see [`with_fair_acquire`](Config::with_fair_acquire)).

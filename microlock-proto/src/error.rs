@@ -86,7 +86,7 @@ pub enum Error {
     /// The command fails at once, never retried elsewhere and never sent through another
     /// protocol instead: v2 and v3 are separate keyspaces, so two clients speaking different
     /// protocols would both "hold" one lock.
-    #[error("etcd at {endpoint} serves no v2 keys API (etcd 3.6 and later, or 3.4/3.5 started without --enable-v2=true): start etcd with --enable-v2=true")]
+    #[error("etcd at {endpoint} serves no v2 keys API (etcd 3.6 and later, or 3.4/3.5 started without --enable-v2=true): use its v3 API (Protocol::V3), or start etcd with --enable-v2=true")]
     V2Unavailable {
         /// The member's client URL.
         endpoint: String,

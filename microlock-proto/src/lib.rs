@@ -54,7 +54,7 @@ pub mod sim;
 
 pub use auth::{AuthFailure, Credentials};
 pub use config::{
-    ttl_seconds, Config, Endpoint, Key, NodeId, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
+    ttl_seconds, Config, Endpoint, Key, NodeId, Protocol, MAX_KEY_BYTES, MAX_NODE_ID_BYTES, MAX_TTL,
 };
 pub use error::Error;
 pub use event::{Completion, Event, Fence, Holder, LostReason, OpId, Outcome};

@@ -14,11 +14,11 @@ use crate::event::{Completion, Event, Fence, LostReason, OpId, Outcome};
 use crate::incoming::{Incoming, Pushed, MAX_BUFFERED};
 use crate::members::Members;
 use crate::observe::{self, Outcome as Seen};
-use crate::op::{Kind, Queued, Removal, Running, Ticket};
+use crate::op::{Kind, Lease, Queued, Removal, Running, Ticket};
 use crate::rng::Rng;
 use crate::watch::Watch;
 use crate::wire::{self, Reply};
-use crate::{Error, TlsFailure};
+use crate::{Error, Protocol, TlsFailure};
 
 /// Identifies one HTTP request from [`Lock::poll_request`] to the matching
 /// `handle_response` (or `handle_response_head`, `_body`, `_end`) / `handle_transport_error`,
@@ -149,6 +149,17 @@ pub struct Lock {
     /// The earliest create (lock/acquire write) whose outcome was never settled — its send
     /// time and the highest index seen before it. A key of ours found later may be its doing.
     pub(crate) unsettled_create: Option<(Instant, Option<u64>)>,
+    /// v3: the lease this lock's keys live under, its keep-alive while an acquire waits, and
+    /// the authentication token.
+    pub(crate) lease: Option<Lease>,
+    pub(crate) v3_keepalive: Option<crate::op::KeepAlive>,
+    pub(crate) v3_token: Option<wire::v3::Token>,
+    /// v3: the lease's revocation on `destroy()` (its keys go with it), until its deadline.
+    pub(crate) v3_revoking: Option<(RequestId, Instant)>,
+    /// v3: the watches in flight (their responses are streams of messages), and the message
+    /// stream of each whose head said 200.
+    v3_watches: std::collections::BTreeSet<RequestId>,
+    v3_streams: BTreeMap<RequestId, wire::v3::WatchStream>,
     destroyed: bool,
     requests: VecDeque<(RequestId, Request<Vec<u8>>)>,
     cancels: VecDeque<RequestId>,
@@ -186,6 +197,12 @@ impl Lock {
             renew_at: None,
             seen_index: 0,
             unsettled_create: None,
+            lease: None,
+            v3_keepalive: None,
+            v3_token: None,
+            v3_revoking: None,
+            v3_watches: Default::default(),
+            v3_streams: BTreeMap::new(),
             destroyed: false,
             requests: VecDeque::new(),
             cancels: VecDeque::new(),
@@ -252,7 +269,7 @@ impl Lock {
 
     /// Whether [`destroy`](Lock::destroy) was called.
     pub fn is_destroyed(&self) -> bool {
-        self.destroyed
+        self.destroyed && self.v3_revoking.is_none()
     }
 
     /// Whether a command is running or queued.
@@ -391,6 +408,7 @@ impl Lock {
                 self.complete(queued.op, Err(Error::Destroyed));
             }
         }
+        self.v3_revoke(now);
     }
 
     // ----- inputs --------------------------------------------------------------------------
@@ -457,7 +475,13 @@ impl Lock {
         now: Instant,
     ) {
         self.tick(now);
-        if self.in_flight.contains_key(&id) {
+        if !self.in_flight.contains_key(&id) {
+            return;
+        }
+        if self.v3_watches.contains(&id) && head.status == http::StatusCode::OK {
+            // A v3 watch: one message per line, as long as it lasts.
+            self.v3_streams.entry(id).or_default();
+        } else {
             self.incoming.begin(id, head);
         }
     }
@@ -495,6 +519,10 @@ impl Lock {
     /// ```
     pub fn handle_response_body(&mut self, id: RequestId, chunk: &[u8], now: Instant) {
         let now = self.tick(now);
+        if let Some(stream) = self.v3_streams.get_mut(&id) {
+            stream.feed(chunk);
+            return self.v3_messages(id, now);
+        }
         match self.incoming.push(id, chunk) {
             Pushed::Unknown | Pushed::Buffered => {}
             Pushed::Overflow => {
@@ -538,6 +566,18 @@ impl Lock {
     /// ```
     pub fn handle_response_end(&mut self, id: RequestId, now: Instant) {
         let now = self.tick(now);
+        if let Some(mut stream) = self.v3_streams.remove(&id) {
+            // A last message without its line end, then the end of the stream.
+            stream.finish();
+            self.v3_streams.insert(id, stream);
+            self.v3_messages(id, now);
+            self.v3_streams.remove(&id);
+            if self.in_flight.contains_key(&id) {
+                let ended = Response::new(Vec::new());
+                self.dispatch_v3(id, Ok(&ended), true, now);
+            }
+            return;
+        }
         if let Some(response) = self.incoming.finish(id) {
             self.on_response(id, response, now);
         }
@@ -556,7 +596,10 @@ impl Lock {
                 failure: TlsFailure::PlaintextToTls,
                 reason: String::from_utf8_lossy(response.body()).trim().to_owned(),
             };
-            return self.dispatch(id, Err(error), false, now);
+            return self.failed(id, error, false, now);
+        }
+        if self.config.protocol() == Protocol::V3 {
+            return self.dispatch_v3(id, Ok(&response), true, now);
         }
         if wire::is_no_v2_api(&response) {
             let endpoint = self.endpoint_of(id);
@@ -575,7 +618,7 @@ impl Lock {
         let error = Error::Transport {
             reason: reason.to_owned(),
         };
-        self.dispatch(id, Err(error), true, now);
+        self.failed(id, error, true, now);
     }
 
     /// Reports that request `id` provably never reached etcd: the connection was refused or
@@ -587,7 +630,7 @@ impl Lock {
         let error = Error::Transport {
             reason: reason.to_owned(),
         };
-        self.dispatch(id, Err(error), false, now);
+        self.failed(id, error, false, now);
     }
 
     /// Reports that request `id` never reached etcd because TLS failed: the handshake with the
@@ -608,7 +651,7 @@ impl Lock {
             failure,
             reason: reason.to_owned(),
         };
-        self.dispatch(id, Err(error), false, now);
+        self.failed(id, error, false, now);
     }
 
     /// The client URL request `id` went to (empty for an unknown request).
@@ -659,6 +702,13 @@ impl Lock {
         self.op_timers(now);
         self.watch_timers(now);
         self.ticket_timers(now);
+        self.v3_lease_timers(now);
+        if let Some((request, deadline)) = self.v3_revoking {
+            if deadline <= now {
+                self.v3_revoking = None;
+                self.request_timed_out(request, now);
+            }
+        }
     }
 
     // ----- outputs -------------------------------------------------------------------------
@@ -695,6 +745,8 @@ impl Lock {
             self.renew_at,
             self.discovery.map(|(_, deadline)| deadline),
             self.ticket_timer(),
+            self.v3_lease_timer(),
+            self.v3_revoking.map(|(_, deadline)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -724,6 +776,11 @@ impl Lock {
         let path = request.uri().path_and_query().map_or("", |p| p.as_str());
         let endpoint = self.members.endpoint(member).as_str();
         observe::sent(id, endpoint, request.method().as_str(), path);
+        if self.config.protocol() == Protocol::V3
+            && request.extensions().get::<crate::Streamed>().is_some()
+        {
+            self.v3_watches.insert(id);
+        }
         self.requests.push_back((id, request));
         self.in_flight.insert(id, (member, self.now));
         id
@@ -758,7 +815,9 @@ impl Lock {
 
     /// Asks the cluster for its members, when discovery is on and due.
     pub(crate) fn discover(&mut self, now: Instant) {
+        // (v3: members are the configured ones; `/v2/members` is v2's.)
         if !self.config.member_discovery()
+            || self.config.protocol() == Protocol::V3
             || self.discovery.is_some()
             || !self.members.discovery_due(now)
         {
@@ -791,6 +850,8 @@ impl Lock {
 
     pub(crate) fn cancel_request(&mut self, id: RequestId) {
         self.incoming.remove(id);
+        self.v3_watches.remove(&id);
+        self.v3_streams.remove(&id);
         if self.in_flight.remove(&id).is_some() {
             self.cancels.push_back(id);
         }
@@ -837,25 +898,33 @@ impl Lock {
         self.events.push_back(event);
     }
 
-    /// `sent`: false when the request provably never reached etcd.
-    fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, sent: bool, now: Instant) {
+    /// Request `id` got no answer (`error`; `sent`: false when it provably never reached
+    /// etcd), in whichever protocol the lock speaks.
+    fn failed(&mut self, id: RequestId, error: Error, sent: bool, now: Instant) {
+        match self.config.protocol() {
+            Protocol::V3 => self.dispatch_v3(id, Err(error), sent, now),
+            _ => self.dispatch(id, Err(error), sent, now),
+        }
+    }
+
+    /// Takes request `id` out of the requests in flight and tells the operator how it ended.
+    /// `None`: a stale answer, to a request given up on. Else its member.
+    fn arrived(
+        &mut self,
+        id: RequestId,
+        seen: Result<(Seen, Option<u16>, Option<u64>), &Error>,
+        sent: bool,
+        now: Instant,
+    ) -> Option<usize> {
         self.incoming.remove(id); // what came of it, if it ended in transport
-        let Some((member, sent_at)) = self.in_flight.remove(&id) else {
-            return; // a stale answer to a request given up on
-        };
+        self.v3_watches.remove(&id);
+        self.v3_streams.remove(&id);
+        let (member, sent_at) = self.in_flight.remove(&id)?;
         let took = sent_at.map_or(Duration::ZERO, |sent| observe::since(sent, now));
         let endpoint = self.members.endpoint(member).as_str();
-        match &reply {
-            Ok(r) => {
-                let (seen, status) = match r {
-                    Reply::Error { status, .. } if r.is_server_failure() => {
-                        (Seen::ServerError, Some(*status))
-                    }
-                    Reply::Error { status, .. } => (Seen::EtcdError, Some(*status)),
-                    _ => (Seen::Ok, None),
-                };
-                let index = Some(r.highest_index()).filter(|&i| i > 0);
-                observe::answered(id, endpoint, seen, status, index, took, None);
+        match seen {
+            Ok((seen, status, index)) => {
+                observe::answered(id, endpoint, seen, status, index, took, None)
             }
             Err(error) => {
                 let seen = match error {
@@ -866,6 +935,55 @@ impl Lock {
                 observe::answered(id, endpoint, seen, None, None, took, Some(error));
             }
         }
+        Some(member)
+    }
+
+    /// An answer on etcd v3: the member's health, then whoever waits for it.
+    fn dispatch_v3(
+        &mut self,
+        id: RequestId,
+        response: Result<&Response<Vec<u8>>, Error>,
+        sent: bool,
+        now: Instant,
+    ) {
+        let seen = match &response {
+            Ok(r) if r.status().is_server_error() => {
+                Ok((Seen::ServerError, Some(r.status().as_u16()), None))
+            }
+            Ok(r) if !r.status().is_success() => {
+                Ok((Seen::EtcdError, Some(r.status().as_u16()), None))
+            }
+            Ok(_) => Ok((Seen::Ok, None, None)),
+            Err(error) => Err(error),
+        };
+        let Some(member) = self.arrived(id, seen, sent, now) else {
+            return;
+        };
+        match &response {
+            Ok(r) if !r.status().is_server_error() => self.member_answered(member, now),
+            _ => self.member_failed(member, now),
+        }
+        self.route_v3(id, response, sent, now);
+    }
+
+    /// `sent`: false when the request provably never reached etcd.
+    fn dispatch(&mut self, id: RequestId, reply: Result<Reply, Error>, sent: bool, now: Instant) {
+        let seen = match &reply {
+            Ok(r) => {
+                let (seen, status) = match r {
+                    Reply::Error { status, .. } if r.is_server_failure() => {
+                        (Seen::ServerError, Some(*status))
+                    }
+                    Reply::Error { status, .. } => (Seen::EtcdError, Some(*status)),
+                    _ => (Seen::Ok, None),
+                };
+                Ok((seen, status, Some(r.highest_index()).filter(|&i| i > 0)))
+            }
+            Err(error) => Err(error),
+        };
+        let Some(member) = self.arrived(id, seen, sent, now) else {
+            return; // a stale answer to a request given up on
+        };
         if self.discovery.is_some_and(|(request, _)| request == id) {
             self.discovery = None; // member discovery failed in transport
             self.member_failed(member, now);
@@ -904,6 +1022,27 @@ impl Lock {
             self.on_watch_probe(reply, now);
         } else if self.is_ticket_request(id) {
             self.on_ticket_reply(id, reply, now);
+        }
+    }
+
+    /// Delivers the complete messages of v3 watch `id` to whoever waits on it.
+    fn v3_messages(&mut self, id: RequestId, now: Instant) {
+        loop {
+            let Some(message) = self.v3_streams.get_mut(&id).and_then(|s| s.next()) else {
+                return;
+            };
+            let bad = message.is_err();
+            if self.running.as_ref().and_then(Running::request) == Some(id) {
+                self.on_v3_wait_message(id, message, now);
+            } else if self.watch.request() == Some(id) {
+                self.on_v3_events_message(id, message, now);
+            } else {
+                return self.cancel_request(id);
+            }
+            if bad {
+                // An oversized or unreadable message: that stream is over.
+                return self.cancel_request(id);
+            }
         }
     }
 

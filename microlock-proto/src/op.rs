@@ -19,8 +19,10 @@
 //! Every decision about what an etcd answer means for a command is in this file.
 
 mod fair;
+mod v3;
 
 pub(crate) use self::fair::{Removal, Ticket};
+pub(crate) use self::v3::{KeepAlive, Lease};
 use crate::liveness::{Due, Probe};
 
 use std::time::{Duration, Instant};
@@ -29,7 +31,7 @@ use crate::event::{Fence, LostReason, OpId, Outcome};
 use crate::lock::{Held, Lock, RequestId};
 use crate::observe;
 use crate::wire::{self, code, KeyState, Reply};
-use crate::Error;
+use crate::{Error, Protocol};
 
 /// A command gives up after this many attempts per member (or its budget, whichever ends
 /// first): a member that fails fast (a reset, a 5xx) is not hammered for a long budget.
@@ -148,6 +150,8 @@ enum Phase {
     Pause { until: Instant, then: Then },
     /// acquire, fair: in the queue, before its turn (see [`fair`]).
     Queue(fair::Step),
+    /// Any command on etcd v3 (see [`v3`]).
+    V3(v3::Step),
 }
 
 #[derive(Debug)]
@@ -162,6 +166,8 @@ enum Then {
         write_sent_at: Instant,
         failure: Error,
     },
+    /// A v3 step (see [`v3::Next`]).
+    V3(v3::Next),
 }
 
 impl Running {
@@ -171,6 +177,7 @@ impl Running {
             | Phase::Resolve { request, .. }
             | Phase::Wait { request, .. } => Some(request),
             Phase::Queue(ref step) => Some(step.request()),
+            Phase::V3(ref step) => Some(step.request()),
             Phase::Pause { .. } => None,
         }
     }
@@ -180,6 +187,7 @@ impl Running {
         match self.phase {
             Phase::Wait { probe, .. } => probe.request(),
             Phase::Queue(ref step) => step.probe(),
+            Phase::V3(ref step) => step.probe(),
             _ => None,
         }
     }
@@ -195,6 +203,7 @@ impl Running {
             Phase::Pause { until, .. } => Some(until),
             Phase::Wait { probe, .. } => Some(probe.timer()),
             Phase::Queue(ref step) => Some(step.timer()),
+            Phase::V3(ref step) => Some(step.timer()),
         };
         // The acquire deadline only interrupts waiting; a write in flight is allowed to finish
         // (its own deadline bounds it), so it must not be a timer then, or it would stay due.
@@ -214,6 +223,7 @@ impl Running {
         match &self.phase {
             Phase::Wait { .. } | Phase::Pause { .. } => true,
             Phase::Queue(step) => step.is_waiting(),
+            Phase::V3(step) => step.is_waiting(),
             _ => false,
         }
     }
@@ -300,6 +310,9 @@ impl Lock {
         if matches!(running.kind, Kind::Acquire { .. }) {
             // Each attempt of a waiting acquire has a full budget to settle its outcome.
             running.budget_end = now + self.config.operation_timeout();
+        }
+        if self.config.protocol() == Protocol::V3 {
+            return self.v3_write(now);
         }
         let (kind, caller, pin) = (running.kind, running.caller, running.pin);
         if fair::is_acquire(kind) && self.held.is_none() && self.queue_step(now) {
@@ -470,6 +483,7 @@ impl Lock {
                 write_sent_at,
                 failure,
             } => self.resolve(write_sent_at, failure, now),
+            Then::V3(next) => self.v3_then(next, now),
         }
     }
 
@@ -605,7 +619,8 @@ impl Lock {
                 self.on_wait(index, reply, now)
             }
             Phase::Queue(step) => self.on_queue_reply(step, reply, now),
-            phase @ Phase::Pause { .. } => {
+            // v3 answers come through `on_v3_op_reply`.
+            phase @ (Phase::Pause { .. } | Phase::V3(_)) => {
                 if let Some(running) = self.running.as_mut() {
                     running.phase = phase;
                 }
@@ -674,6 +689,9 @@ impl Lock {
                 for request in requests {
                     self.cancel_request(request);
                 }
+                if let Some(own) = self.v3_waiting_key() {
+                    self.queue_v3_release(own); // its place in the queue goes first
+                }
                 let waited = now.saturating_duration_since(started);
                 return self.finish(Err(Error::WaitTimeout { waited }), now);
             }
@@ -710,6 +728,7 @@ impl Lock {
                 }
             },
             Phase::Queue(_) => self.queue_timers(now),
+            Phase::V3(_) => self.v3_timers(now),
             Phase::Pause { until, .. } if until <= now => {
                 let Some(Phase::Pause { then, .. }) = self.running.as_mut().map(|r| {
                     std::mem::replace(
@@ -739,10 +758,15 @@ impl Lock {
             return;
         }
         match running.phase {
-            Phase::Wait { .. } | Phase::Queue(fair::Step::Turn { .. }) => {
+            Phase::Wait { .. }
+            | Phase::Queue(fair::Step::Turn { .. })
+            | Phase::V3(v3::Step::Wait { .. }) => {
                 let requests: Vec<RequestId> = running.requests().collect();
                 for request in requests {
                     self.cancel_request(request);
+                }
+                if let Some(own) = self.v3_waiting_key() {
+                    self.queue_v3_release(own); // its place in the queue goes first
                 }
                 self.running = None;
                 self.leave_queue_unserved(now);
@@ -750,9 +774,12 @@ impl Lock {
                 self.start_next_op(now);
             }
             Phase::Pause {
-                then: Then::Write | Then::Wait(_) | Then::List(_) | Then::Turn(..),
+                then: Then::Write | Then::Wait(_) | Then::List(_) | Then::Turn(..) | Then::V3(_),
                 ..
             } => {
+                if let Some(own) = self.v3_waiting_key() {
+                    self.queue_v3_release(own);
+                }
                 self.running = None;
                 self.leave_queue_unserved(now);
                 self.complete(op, Err(Error::Cancelled));

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 #[cfg(feature = "tls")]
 use std::path::Path;
 
-use crate::{Config, Credentials, Endpoint, Error};
+use crate::{Config, Credentials, Endpoint, Error, Protocol};
 
 /// What a cluster handle is built from, once [`Builder::build`] has validated it.
 #[derive(Clone, Debug)]
@@ -16,6 +16,8 @@ pub struct Settings {
     endpoints: Vec<Endpoint>,
     credentials: Option<Credentials>,
     member_discovery: bool,
+    /// `None`: not chosen (a lock's config decides; the default is v2).
+    protocol: Option<Protocol>,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
     max_connections_per_member: usize,
@@ -70,6 +72,11 @@ impl Settings {
         self.member_discovery
     }
 
+    /// The protocol every lock of the handle speaks (see [`Builder::protocol`]).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or_default()
+    }
+
     /// How many connections the handle opens to one member for short requests (see
     /// [`Builder::max_connections_per_member`]); at least 1.
     pub fn max_connections_per_member(&self) -> usize {
@@ -110,11 +117,27 @@ impl Settings {
     /// ```
     pub fn apply(&self, config: Config) -> Result<Config, Error> {
         let discovery = config.member_discovery() || self.member_discovery;
+        let protocol = match self.protocol {
+            Some(chosen)
+                if config.protocol() != Protocol::default() && config.protocol() != chosen =>
+            {
+                return Err(Error::InvalidOption {
+                    option: "protocol".to_owned(),
+                    reason: format!(
+                        "the lock's config asks for {:?}, its etcd handle speaks {chosen:?}",
+                        config.protocol()
+                    ),
+                })
+            }
+            Some(chosen) => chosen,
+            None => config.protocol(),
+        };
         let credentials = self.credentials.as_ref().or(config.credentials()).cloned();
         Ok(config
             .with_endpoints(self.endpoints.clone())?
             .with_member_discovery(discovery)
-            .with_credentials(credentials))
+            .with_credentials(credentials)
+            .with_protocol(protocol))
     }
 
     /// Settings for these endpoints and nothing else (what `Etcd::new` builds).
@@ -163,6 +186,7 @@ pub struct Builder<E> {
     /// A credentials problem found early (a malformed `ETCDCTL_USER`), reported by `build`.
     credentials_error: Option<Error>,
     member_discovery: bool,
+    protocol: Option<Protocol>,
     #[cfg(feature = "tls")]
     ca: Option<crate::tls::Pem>,
     #[cfg(feature = "tls")]
@@ -180,6 +204,7 @@ impl<E> Default for Builder<E> {
             credentials: None,
             credentials_error: None,
             member_discovery: false,
+            protocol: None,
             #[cfg(feature = "tls")]
             ca: None,
             #[cfg(feature = "tls")]
@@ -287,6 +312,23 @@ impl<E: FromSettings> Builder<E> {
     /// basic authentication on every request). Neither appears in any `Debug` or error output.
     pub fn user(mut self, user: &str, password: &str) -> Builder<E> {
         self.credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    /// Speak `protocol` to etcd (default [`Protocol::V2`], the protocol of microlock for
+    /// Node.js; [`Protocol::V3`] for etcd 3.6 and later, for an etcd without `--enable-v2`,
+    /// and to share locks with `etcdctl lock`). Every lock of the handle speaks it.
+    ///
+    /// ```
+    /// use microlock_proto::{Builder, Protocol, Settings};
+    /// let settings = Builder::<Settings>::new(["http://127.0.0.1:2379"])
+    ///     .protocol(Protocol::V3)
+    ///     .build()?;
+    /// assert_eq!(settings.protocol(), Protocol::V3);
+    /// # Ok::<(), microlock_proto::Error>(())
+    /// ```
+    pub fn protocol(mut self, protocol: Protocol) -> Builder<E> {
+        self.protocol = Some(protocol);
         self
     }
 
@@ -485,6 +527,7 @@ impl<E: FromSettings> Builder<E> {
             endpoints,
             credentials,
             member_discovery: self.member_discovery,
+            protocol: self.protocol,
             #[cfg(feature = "tls")]
             tls,
             max_connections_per_member: self.max_connections_per_member,
@@ -499,6 +542,7 @@ impl<E> fmt::Debug for Builder<E> {
         d.field("endpoints", &self.endpoints)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .field("member_discovery", &self.member_discovery)
+            .field("protocol", &self.protocol)
             .field(
                 "max_connections_per_member",
                 &self.max_connections_per_member,

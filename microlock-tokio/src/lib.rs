@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use microlock_proto::{
     AuthFailure, Config, Credentials, Endpoint, Error, Event, Fence, Holder, Key, LostReason,
-    Members, NodeId, TlsFailure,
+    Members, NodeId, Protocol, TlsFailure,
 };
 use microlock_proto::{FromSettings, Lock, Outcome, Settings};
 

@@ -1,5 +1,8 @@
 //! The event watch: a quorum read to learn the state and the index, then one long poll after
-//! another, turning etcd's actions into [`Event`]s.
+//! another, turning etcd's actions into [`Event`]s. On v3 ([`v3`]): a read of the lock's keys,
+//! then one prefix watch whose messages arrive as a stream.
+
+mod v3;
 
 use std::time::{Duration, Instant};
 
@@ -9,18 +12,18 @@ use crate::liveness::{Due, Probe};
 use crate::lock::{Lock, RequestId};
 use crate::observe;
 use crate::wire::{self, code, KeyState, Reply};
-use crate::Error;
+use crate::{Error, Protocol};
 
 /// What the watch last learned about the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
+pub(crate) enum Seen {
     Unknown,
     Free,
     Held { holder: String, token: u64 },
 }
 
 #[derive(Debug)]
-enum Phase {
+pub(crate) enum Phase {
     /// Not watching.
     Idle,
     /// A quorum GET to learn the key's state and the index to watch from.
@@ -39,7 +42,7 @@ enum Phase {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Resume {
+pub(crate) enum Resume {
     Read,
     Watch(u64),
 }
@@ -48,9 +51,11 @@ enum Resume {
 #[derive(Debug)]
 pub(crate) struct Watch {
     pub wanted: bool,
-    phase: Phase,
-    seen: Seen,
+    pub(crate) phase: Phase,
+    pub(crate) seen: Seen,
     retry_delay: Duration,
+    /// v3: the lock's keys, by create revision (the lowest holds): its key and value.
+    pub(crate) keys: std::collections::BTreeMap<i64, (Vec<u8>, String)>,
 }
 
 impl Watch {
@@ -60,6 +65,7 @@ impl Watch {
             phase: Phase::Idle,
             seen: Seen::Unknown,
             retry_delay: config.watch_retry().0,
+            keys: std::collections::BTreeMap::new(),
         }
     }
 
@@ -119,11 +125,15 @@ impl Lock {
         }
         self.watch.phase = Phase::Idle;
         self.watch.seen = Seen::Unknown;
+        self.watch.keys.clear();
     }
 
     pub(crate) fn start_read(&mut self, now: Instant) {
         self.discover(now);
-        let request = self.send(self.pick(now), wire::read);
+        let request = match self.config.protocol() {
+            Protocol::V3 => self.v3_events_read(now),
+            _ => self.send(self.pick(now), wire::read),
+        };
         self.watch.phase = Phase::Reading {
             request,
             deadline: now + self.config.request_timeout(),
@@ -132,7 +142,10 @@ impl Lock {
 
     fn start_watch(&mut self, index: u64, now: Instant) {
         let member = self.pick(now);
-        let request = self.send(member, |e, c| wire::watch(e, c, index));
+        let request = match self.config.protocol() {
+            Protocol::V3 => self.v3_events_watch(member, index),
+            _ => self.send(member, |e, c| wire::watch(e, c, index)),
+        };
         self.watch.phase = Phase::Waiting {
             request,
             index,
@@ -141,7 +154,7 @@ impl Lock {
     }
 
     /// The watch's member stopped serving it: the same long poll on another member.
-    fn move_watch(&mut self, index: u64, now: Instant) {
+    pub(crate) fn move_watch(&mut self, index: u64, now: Instant) {
         for request in [self.watch.request(), self.watch.probe()]
             .into_iter()
             .flatten()
@@ -176,7 +189,7 @@ impl Lock {
         }
     }
 
-    fn watch_backoff(&mut self, resume: Resume, now: Instant) {
+    pub(crate) fn watch_backoff(&mut self, resume: Resume, now: Instant) {
         let (_, max) = self.config.watch_retry();
         let delay = self.watch.retry_delay;
         let (why, index) = match resume {
@@ -206,7 +219,10 @@ impl Lock {
             } => match probe.due(now) {
                 Due::Nothing => {}
                 Due::Send => {
-                    let request = self.send(probe.member, wire::read);
+                    let request = match self.config.protocol() {
+                        Protocol::V3 => self.v3_events_probe(probe.member),
+                        _ => self.send(probe.member, wire::read),
+                    };
                     probe.sent(request, &self.config, now);
                     if let Phase::Waiting { probe: p, .. } = &mut self.watch.phase {
                         *p = probe;
@@ -340,7 +356,7 @@ impl Lock {
 
     /// Emits `event` (which happened at etcd index `at`) after ending our hold if it shows
     /// the key taken by a later holder, or released after we took it.
-    fn observe(&mut self, event: Event, at: u64) {
+    pub(crate) fn observe(&mut self, event: Event, at: u64) {
         if let Some(held) = self.held {
             let superseded = match &event {
                 Event::Locked { token, .. } => *token > held.fence.token,
