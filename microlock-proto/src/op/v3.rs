@@ -69,6 +69,9 @@ pub(crate) enum Step {
     Wait {
         request: RequestId,
         key: Vec<u8>,
+        /// The create revision of the key ahead (a key of that name made again later is
+        /// another one).
+        ahead: i64,
         own: i64,
         probe: Probe,
     },
@@ -324,7 +327,7 @@ impl Lock {
         self.set_v3(Step::Ahead { out, own });
     }
 
-    fn v3_wait(&mut self, key: Vec<u8>, own: i64, from: i64, now: Instant) {
+    fn v3_wait(&mut self, key: Vec<u8>, ahead: i64, own: i64, from: i64, now: Instant) {
         let member = self.pick(now);
         let token = self.v3_token.clone();
         let request = self.send(member, |e, _| {
@@ -334,6 +337,7 @@ impl Lock {
         self.set_v3(Step::Wait {
             request,
             key,
+            ahead,
             own,
             probe,
         });
@@ -581,7 +585,7 @@ impl Lock {
                     self.queue_v3_release(own);
                     return self.finish(Err(stop), now);
                 }
-                self.v3_wait(ahead.key, own, revision + 1, now)
+                self.v3_wait(ahead.key, ahead.create_revision, own, revision + 1, now)
             }
             Err(failure) => {
                 let failed = self.failed_from(failure);
@@ -908,6 +912,7 @@ impl Lock {
     ) {
         let Some(Phase::V3(Step::Wait {
             own,
+            ahead,
             mut probe,
             request,
             ..
@@ -915,10 +920,11 @@ impl Lock {
         else {
             return;
         };
-        let (own, request) = (*own, *request);
+        let (own, ahead, request) = (*own, *ahead, *request);
         let read = response.ok().map(wire::parse_range);
         match read {
-            Some(Ok(range)) if !range.kvs.is_empty() => {
+            // Still there: the same key (its create revision), not one made again since.
+            Some(Ok(range)) if range.kvs.first().map(|kv| kv.create_revision) == Some(ahead) => {
                 probe.answered(&self.config, now);
                 if let Some(Phase::V3(Step::Wait { probe: p, .. })) =
                     self.running.as_mut().map(|r| &mut r.phase)

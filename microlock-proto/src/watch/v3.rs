@@ -126,6 +126,8 @@ impl Lock {
                 return self.watch_backoff(Resume::Read, now);
             }
         };
+        // One message may carry many events (a watch that starts late gets everything it
+        // missed at once): the holder is worked out after each, so that no hold is skipped.
         for event in &message.events {
             match event.kind {
                 EventKind::Put => {
@@ -135,11 +137,9 @@ impl Lock {
                 }
                 EventKind::Delete => self.watch.keys.retain(|_, (key, _)| *key != event.kv.key),
             }
+            self.v3_holder_changed(event.kv.mod_revision);
         }
         let revision = message.header.revision;
-        if !message.events.is_empty() {
-            self.v3_holder_changed(revision);
-        }
         if let Phase::Waiting { index, .. } = &mut self.watch.phase {
             *index = (*index).max((revision.max(0) as u64).saturating_add(1));
         }

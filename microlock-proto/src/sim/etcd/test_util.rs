@@ -1,5 +1,6 @@
 //! What the unit tests of the model share: requests as a client writes them, and a store
-//! driven at times given in milliseconds since its start.
+//! driven at times given in milliseconds since its start. Test code only: `mod.rs` declares it
+//! under #[cfg(test)].
 
 use std::time::{Duration, Instant};
 
