@@ -1,5 +1,6 @@
 //! Scenario tests of the whole model, with bodies as etcd wrote them (ids replaced by the
 //! model's constants).
+//! Test code only: `mod.rs` declares it under #[cfg(test)].
 
 use std::time::{Duration, Instant};
 
