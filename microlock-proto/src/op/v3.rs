@@ -186,6 +186,12 @@ impl Lock {
         }
     }
 
+    /// Whether an answer's key may be named in a request of ours: one of this lock's keys
+    /// (under `NAME/`), with a create revision (an answer that says otherwise is not etcd's).
+    fn is_ours_to_name(&self, kv: &Kv) -> bool {
+        kv.key.starts_with(&self.prefix()) && kv.create_revision > 0
+    }
+
     fn lease_id(&self) -> Option<i64> {
         self.lease.map(|l| l.id)
     }
@@ -385,6 +391,11 @@ impl Lock {
         now: Instant,
     ) {
         let next = step.again();
+        if let Step::Wait { probe, .. } = &step {
+            if let Some(probe) = probe.request() {
+                self.cancel_request(probe); // the wait is over, one way or another
+            }
+        }
         let response = match response {
             Ok(response) => response,
             Err(error) => return self.v3_failed(next, Failed::Retry(error), sent, now),
@@ -392,7 +403,7 @@ impl Lock {
         match step {
             Step::Grant(out) => match wire::parse_grant(response) {
                 Ok(granted) if granted.ttl > 0 => {
-                    let ttl = Duration::from_secs(granted.ttl as u64);
+                    let ttl = lease_ttl(granted.ttl);
                     self.lease = Some(Lease {
                         id: granted.id,
                         alive_until: out.sent_at + ttl,
@@ -410,7 +421,7 @@ impl Lock {
             },
             Step::KeepAlive(out) => match wire::parse_keep_alive(response) {
                 Ok(kept) if kept.ttl > 0 => {
-                    let ttl = Duration::from_secs(kept.ttl as u64);
+                    let ttl = lease_ttl(kept.ttl);
                     if let Some(lease) = self.lease.as_mut().filter(|l| l.id == kept.id) {
                         lease.alive_until = lease.alive_until.max(out.sent_at + ttl);
                         lease.since = lease.since.max(out.sent_at);
@@ -580,12 +591,22 @@ impl Lock {
                 let fence = self.v3_hold(own, lease);
                 self.v3_taken(fence, now)
             }
+            Ok(Some(ahead)) if !self.is_ours_to_name(&ahead) => {
+                let error = protocol("ahead", "a key outside the lock, or without a revision");
+                self.v3_failed(Next::Ahead(own), Failed::Retry(error), true, now)
+            }
             Ok(Some(ahead)) => {
                 if let Some(stop) = self.acquire_over(now) {
                     self.queue_v3_release(own);
                     return self.finish(Err(stop), now);
                 }
-                self.v3_wait(ahead.key, ahead.create_revision, own, revision + 1, now)
+                self.v3_wait(
+                    ahead.key,
+                    ahead.create_revision,
+                    own,
+                    revision.saturating_add(1),
+                    now,
+                )
             }
             Err(failure) => {
                 let failed = self.failed_from(failure);
@@ -608,7 +629,9 @@ impl Lock {
         // An unlock that knew no hold: the owner's key is released if it is this node id's.
         let me = self.config.node_id().as_str().as_bytes();
         match owner {
-            Some(kv) if kv.value == me => self.v3_release(kv.key, kv.create_revision, now),
+            Some(kv) if kv.value == me && self.is_ours_to_name(&kv) => {
+                self.v3_release(kv.key, kv.create_revision, now)
+            }
             _ => {
                 let key = self.config.key().as_str().to_owned();
                 self.finish(Err(Error::LockNotOwned { key }), now)
@@ -656,11 +679,17 @@ impl Lock {
         let kind = self.running.as_ref().map(|r| r.kind);
         match failed {
             Failed::Refused(error) => self.finish(Err(error), now),
+            // A read uses no lease: such an answer is not etcd's.
+            Failed::LeaseGone if kind == Some(Kind::Read) => {
+                let error = protocol("read", "lease not found");
+                self.v3_failed(next, Failed::Retry(error), sent, now)
+            }
             Failed::LeaseGone => {
                 self.lease = None;
                 match kind {
                     Some(Kind::Renew) => {
-                        self.lose(LostReason::Expired);
+                        // Revoked (or expired on etcd's side): the hold is not ours any more.
+                        self.lose(LostReason::NotOwned);
                         let key = self.config.key().as_str().to_owned();
                         self.finish(Err(Error::LockNotOwned { key }), now)
                     }
@@ -682,6 +711,13 @@ impl Lock {
                 }
                 match kind {
                     Some(Kind::Acquire { .. }) => self.retry_acquire(now),
+                    Some(Kind::Unlock { .. }) => {
+                        // The release may still be applied later, pinned to this key's create
+                        // revision: the lease (and the key) must never be taken again. It is
+                        // revoked in the background and forgotten; the next lock gets another.
+                        self.v3_revoke(now);
+                        self.finish(Err(error), now)
+                    }
                     _ => self.finish(Err(error), now),
                 }
             }
@@ -767,7 +803,10 @@ impl Lock {
 
     pub(crate) fn v3_lease_timers(&mut self, now: Instant) {
         let Some(due) = self.v3_lease_timer() else {
-            self.v3_keepalive = None;
+            // Not waiting any more: a keep-alive still out is not wanted.
+            if let Some(KeepAlive::Out(request, ..)) = self.v3_keepalive.take() {
+                self.cancel_request(request);
+            }
             return;
         };
         if due > now {
@@ -804,7 +843,7 @@ impl Lock {
         };
         match kept {
             Ok(kept) if kept.ttl > 0 => {
-                let ttl = Duration::from_secs(kept.ttl as u64);
+                let ttl = lease_ttl(kept.ttl);
                 if let Some(lease) = self.lease.as_mut().filter(|l| l.id == kept.id) {
                     lease.alive_until = lease.alive_until.max(sent_at + ttl);
                     lease.since = lease.since.max(sent_at);
@@ -939,6 +978,12 @@ impl Lock {
             }
         }
     }
+}
+
+/// A lease TTL etcd answered, as a duration: never more than the longest TTL a lock asks for
+/// (a larger answer could only shorten what a hold assumes), so that no instant overflows.
+fn lease_ttl(secs: i64) -> Duration {
+    Duration::from_secs(secs.max(0) as u64).min(crate::MAX_TTL)
 }
 
 fn protocol(what: &str, why: &str) -> Error {

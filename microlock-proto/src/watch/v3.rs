@@ -122,6 +122,9 @@ impl Lock {
             Ok(m) if !m.canceled && m.compact_revision == 0 => m,
             // Cancelled, compacted past, or garbage: read the state again.
             _ => {
+                if let Some(probe) = self.watch.probe() {
+                    self.cancel_request(probe);
+                }
                 self.cancel_request(id);
                 return self.watch_backoff(Resume::Read, now);
             }
