@@ -8,7 +8,9 @@
 //! - [`responses`]: an arbitrary HTTP answer to each kind of pending request;
 //! - [`operations`]: an arbitrary sequence of commands, answers, failures, timers and time
 //!   steps;
-//! - [`races`]: an arbitrary fault schedule for the deterministic simulator, checkers on.
+//! - [`races`]: an arbitrary fault schedule for the deterministic simulator, checkers on;
+//! - [`responses_v3`]: a script of commands, answers (etcd v3's own, mutated, made up, watch
+//!   streams in pieces, endless), failures and time for a lock speaking etcd v3.
 //!
 //! Both drive the machine through [`harness::Harness`], which checks the machine's invariants
 //! after every step. A new target (e.g. `races`, over the simulator) is a module with a
@@ -20,11 +22,14 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+pub mod alloc;
 pub mod etcd;
 pub mod harness;
+pub mod harness_v3;
 pub mod operations;
 pub mod races;
 pub mod responses;
+pub mod responses_v3;
 
 /// A target's entry point: panics when an invariant does not hold.
 pub type Target = fn(&[u8]);
@@ -34,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("responses", responses::run),
     ("operations", operations::run),
     ("races", races::run),
+    ("responses_v3", responses_v3::run),
 ];
 
 /// The entry point of target `name`.

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+// Counts the bytes each thread holds: `responses_v3` bounds what endless bodies leave held.
+microlock_fuzz::counting_allocator!();
+
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
 }
@@ -55,6 +58,11 @@ fn races_corpus() {
 }
 
 #[test]
+fn responses_v3_corpus() {
+    replay("responses_v3");
+}
+
+#[test]
 fn every_target_has_a_corpus_and_a_test() {
     let targets: Vec<&str> = microlock_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
     let mut dirs: Vec<String> = std::fs::read_dir(corpus_dir())
@@ -85,6 +93,18 @@ fn write_response_seeds() {
     let dir = corpus_dir().join("responses");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, data) in microlock_fuzz::responses::seeds() {
+        std::fs::write(dir.join(name), data).unwrap();
+    }
+}
+
+/// Writes the v3 seed scripts into `corpus/responses_v3/`
+/// (`cargo test -- --ignored write_response_v3_seeds`).
+#[test]
+#[ignore]
+fn write_response_v3_seeds() {
+    let dir = corpus_dir().join("responses_v3");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, data) in microlock_fuzz::responses_v3::seeds() {
         std::fs::write(dir.join(name), data).unwrap();
     }
 }
