@@ -2,7 +2,6 @@
 #![cfg_attr(fuzzing, no_main)]
 
 // Counts the bytes held, for the bound on what endless watch bodies leave held.
-microlock_fuzz::counting_allocator!();
 
 #[cfg(fuzzing)]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| microlock_fuzz::responses_v3::run(data));

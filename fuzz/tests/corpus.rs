@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 // Counts the bytes each thread holds: `responses_v3` bounds what endless bodies leave held.
-microlock_fuzz::counting_allocator!();
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus")
