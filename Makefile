@@ -44,15 +44,26 @@ BUILD := $(CARGO) build -q --workspace --all-targets $(FEATURES)
 # Cases that never talk to etcd (fake servers, the generated hostile-input table): run once, on
 # 3.4, not again in the 3.5 pass.
 SAME_ON_EVERY_ETCD := --skip a_body_that_never_completes --skip a_2_mib_body --skip the_adapter_stops_reading --skip a_watch_with_an_endless_body --skip a_watch_whose_body_comes --skip hostile_input_catalogue
+# One pass on one etcd: $(1) the etcd binary, $(2) its version, $(3) what to test, $(4) libtest
+# arguments. tests/tests/cluster_faults.rs (3-member clusters under real faults: its cases mostly
+# wait on etcd's elections and timeouts, about 2 minutes) runs beside the rest of the pass, its
+# output shown after the pass's; every one of its tests is named `cluster_faults_*`.
+define pass
+ETCD_BIN=$(1) $(CARGO) test --workspace --test cluster_faults $(FEATURES) > cluster-faults-$(2).log 2>&1 & faults=$$!; \
+  ETCD_BIN=$(1) $(CARGO) test --workspace $(3) $(FEATURES) -- --skip cluster_faults_ $(4); status=$$?; \
+  wait $$faults; faulted=$$?; echo "--- cluster_faults on etcd $(2) (ran beside the pass) ---"; \
+  cat cluster-faults-$(2).log; rm -f cluster-faults-$(2).log; \
+  [ $$faulted -eq 0 ] || { echo "cluster_faults failed on etcd $(2)"; exit 1; }; exit $$status
+endef
 test: etcd node lint
 	$(BUILD)
-	ETCD_BIN=$(ETCD34) $(CARGO) test --workspace $(FEATURES)
+	$(call pass,$(ETCD34),3.4,,)
 	@# On 3.5: everything on real etcd again, but the simulation (version-free) and the second,
 	@# mutual-TLS run of the conformance suite (the secured suite runs TLS on 3.5 too).
-	@# The fuzz corpus replay (CPU: its own build) runs beside the 3.5 pass (mostly waiting on
-	@# etcd's elections and timeouts).
-	$(MAKE) fuzz-replay > fuzz-replay.log 2>&1 & replay=$$!; \
-	  ETCD_BIN=$(ETCD35) $(CARGO) test --workspace --tests $(FEATURES) -- --skip seeded_worlds --skip planted_violation --skip chaos_bounded --skip conformance_tls $(SAME_ON_EVERY_ETCD); \
+	@# The fuzz corpus replay (CPU: its own build, niced) runs beside the 3.5 pass (mostly
+	@# waiting on etcd's elections and timeouts).
+	nice -n 10 $(MAKE) fuzz-replay > fuzz-replay.log 2>&1 & replay=$$!; \
+	  ( $(call pass,$(ETCD35),3.5,--tests,--skip seeded_worlds --skip planted_violation --skip chaos_bounded --skip conformance_tls $(SAME_ON_EVERY_ETCD)) ); \
 	  status=$$?; wait $$replay; replayed=$$?; tail -n 5 fuzz-replay.log; \
 	  [ $$replayed -eq 0 ] || { cat fuzz-replay.log; echo "fuzz corpus replay failed"; exit 1; }; \
 	  rm -f fuzz-replay.log; exit $$status

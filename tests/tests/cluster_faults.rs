@@ -1,9 +1,12 @@
 //! Real faults on real 3-member etcd clusters: a member SIGKILLed, SIGSTOPped, killed and
 //! restarted, or partitioned from its peers (see `EtcdCluster` in tests/src/etcd.rs).
 //!
-//! `harness`: proves each fault is real (what etcd itself does under it).
-//! `tokio_adapter` / `async_std_adapter`: the lock adapters under each fault, the fault hitting
-//! the member the client uses (the first URL it was given).
+//! `cluster_faults_harness`: proves each fault is real (what etcd itself does under it).
+//! `cluster_faults_tokio` / `cluster_faults_async_std`: the lock adapters under each fault, the
+//! fault hitting the member the client uses (the first URL it was given).
+//!
+//! Every test here is named `cluster_faults_*::…`, so that `make test` can run this file beside
+//! the rest of a pass (`--skip cluster_faults_`): its cases mostly wait on etcd's elections.
 //!
 //! Every wait is bounded; the bounds are generous (CI runs on 2 busy cores) and stated where
 //! they are set. Each case prints its timings (`--nocapture` shows them).
@@ -77,7 +80,7 @@ fn describe(cluster: &EtcdCluster) -> String {
         .join("; ")
 }
 
-mod harness {
+mod cluster_faults_harness {
     use super::*;
 
     /// A write through member `via` (retried until it succeeds: an election may be under way),
@@ -1152,13 +1155,13 @@ macro_rules! fault_suite {
 }
 
 fault_suite!(
-    tokio_adapter,
+    cluster_faults_tokio,
     microlock_tokio,
     microlock_tests::rt::tokio,
     tokio::test
 );
 fault_suite!(
-    async_std_adapter,
+    cluster_faults_async_std,
     microlock_async_std,
     microlock_tests::rt::async_std,
     async_std::test
