@@ -46,6 +46,7 @@ mod op;
 mod rng;
 mod settings;
 pub mod tls;
+mod token;
 mod watch;
 mod wire;
 

@@ -149,11 +149,12 @@ pub struct Lock {
     /// The earliest create (lock/acquire write) whose outcome was never settled — its send
     /// time and the highest index seen before it. A key of ours found later may be its doing.
     pub(crate) unsettled_create: Option<(Instant, Option<u64>)>,
-    /// v3: the lease this lock's keys live under, its keep-alive while an acquire waits, and
-    /// the authentication token.
+    /// v3: the lease this lock's keys live under, and its keep-alive while an acquire waits.
     pub(crate) lease: Option<Lease>,
     pub(crate) v3_keepalive: Option<crate::op::KeepAlive>,
-    pub(crate) v3_token: Option<wire::v3::Token>,
+    /// v3: requests waiting for an authentication token, and those that may be sent again
+    /// with a new one.
+    pub(crate) tokens: crate::token::Tokens,
     /// v3: the lease's revocation on `destroy()` (its keys go with it), until its deadline.
     pub(crate) v3_revoking: Option<(RequestId, Instant)>,
     /// v3: the watches in flight (their responses are streams of messages), and the message
@@ -199,7 +200,7 @@ impl Lock {
             unsettled_create: None,
             lease: None,
             v3_keepalive: None,
-            v3_token: None,
+            tokens: Default::default(),
             v3_revoking: None,
             v3_watches: Default::default(),
             v3_streams: BTreeMap::new(),
@@ -703,6 +704,7 @@ impl Lock {
         self.watch_timers(now);
         self.ticket_timers(now);
         self.v3_lease_timers(now);
+        self.token_timers(now);
         if let Some((request, deadline)) = self.v3_revoking {
             if deadline <= now {
                 self.v3_revoking = None;
@@ -747,6 +749,7 @@ impl Lock {
             self.ticket_timer(),
             self.v3_lease_timer(),
             self.v3_revoking.map(|(_, deadline)| deadline),
+            self.tokens.timer(),
         ]
         .into_iter()
         .flatten()
@@ -764,12 +767,41 @@ impl Lock {
         now
     }
 
-    /// Queues the request `build` makes for `member`'s endpoint.
+    /// Queues the request `build` makes for `member`'s endpoint (on v3 with credentials, with
+    /// the authentication token, or after getting one: [`crate::token`]).
     pub(crate) fn send(
         &mut self,
         member: usize,
         build: impl FnOnce(&Endpoint, &Config) -> Request<Vec<u8>>,
     ) -> RequestId {
+        let (id, request) = self.register(member, build);
+        let request = match self.now {
+            Some(now) => self.authorize(id, member, request, now),
+            None => Some(request), // before any input: nothing is sent then
+        };
+        if let Some(request) = request {
+            self.requests.push_back((id, request));
+        }
+        id
+    }
+
+    /// Queues a request to send as it is (the only one: v3's authenticate).
+    pub(crate) fn send_unauthorized(
+        &mut self,
+        member: usize,
+        build: impl FnOnce(&Endpoint, &Config) -> Request<Vec<u8>>,
+    ) -> RequestId {
+        let (id, request) = self.register(member, build);
+        self.requests.push_back((id, request));
+        id
+    }
+
+    /// A new request for `member`, in flight from now.
+    fn register(
+        &mut self,
+        member: usize,
+        build: impl FnOnce(&Endpoint, &Config) -> Request<Vec<u8>>,
+    ) -> (RequestId, Request<Vec<u8>>) {
         let request = build(self.members.endpoint(member), &self.config);
         self.next_request += 1;
         let id = RequestId(self.next_request);
@@ -781,9 +813,18 @@ impl Lock {
         {
             self.v3_watches.insert(id);
         }
-        self.requests.push_back((id, request));
         self.in_flight.insert(id, (member, self.now));
-        id
+        (id, request)
+    }
+
+    /// Queues request `id`, made earlier (it waited for an authentication token).
+    pub(crate) fn push_request(&mut self, id: RequestId, request: Request<Vec<u8>>) {
+        self.requests.push_back((id, request));
+    }
+
+    /// The member request `id` went (or goes) to.
+    pub(crate) fn member_of(&self, id: RequestId) -> usize {
+        self.in_flight.get(&id).map_or(0, |&(member, _)| member)
     }
 
     /// `member` failed a request at `now`: skipped for a while.
@@ -852,6 +893,11 @@ impl Lock {
         self.incoming.remove(id);
         self.v3_watches.remove(&id);
         self.v3_streams.remove(&id);
+        if self.forget_token_request(id) {
+            // It waited for a token: the adapter never saw it.
+            self.in_flight.remove(&id);
+            return;
+        }
         if self.in_flight.remove(&id).is_some() {
             self.cancels.push_back(id);
         }
@@ -919,6 +965,7 @@ impl Lock {
         self.incoming.remove(id); // what came of it, if it ended in transport
         self.v3_watches.remove(&id);
         self.v3_streams.remove(&id);
+        self.forget_token_request(id);
         let (member, sent_at) = self.in_flight.remove(&id)?;
         let took = sent_at.map_or(Duration::ZERO, |sent| observe::since(sent, now));
         let endpoint = self.members.endpoint(member).as_str();
@@ -938,14 +985,20 @@ impl Lock {
         Some(member)
     }
 
-    /// An answer on etcd v3: the member's health, then whoever waits for it.
-    fn dispatch_v3(
+    /// An answer on etcd v3: the member's health, then whoever waits for it (unless etcd
+    /// refused its token and it goes again with a new one).
+    pub(crate) fn dispatch_v3(
         &mut self,
         id: RequestId,
         response: Result<&Response<Vec<u8>>, Error>,
         sent: bool,
         now: Instant,
     ) {
+        if let Ok(response) = &response {
+            if self.token_refused(id, response, now) {
+                return;
+            }
+        }
         let seen = match &response {
             Ok(r) if r.status().is_server_error() => {
                 Ok((Seen::ServerError, Some(r.status().as_u16()), None))
@@ -1032,6 +1085,9 @@ impl Lock {
                 return;
             };
             let bad = message.is_err();
+            if let Some(failure) = message.as_ref().ok().and_then(|m| m.cancel_failure()) {
+                self.watch_refused(&failure, now);
+            }
             if self.running.as_ref().and_then(Running::request) == Some(id) {
                 self.on_v3_wait_message(id, message, now);
             } else if self.watch.request() == Some(id) {

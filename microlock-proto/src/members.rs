@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Endpoint;
+use crate::wire::v3::Token;
 
 /// How often member discovery (when on) asks the cluster for its members again.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
@@ -61,6 +62,20 @@ pub struct Members {
     preferred_updated: Option<Instant>,
     /// When member discovery last asked (see [`discovery_due`](Members::discovery_due)).
     discovery_sent: Option<Instant>,
+    /// etcd v3 authentication, shared by the locks of one handle like the members' health
+    /// (see [`crate::token`]).
+    auth: Auth,
+}
+
+/// What the locks of one handle know of etcd v3 authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Auth {
+    /// The token to send (its `Debug` is redacted).
+    token: Option<Token>,
+    /// etcd said its authentication is off: no token is sent.
+    off: bool,
+    /// When this record last changed (for merging two views).
+    updated: Option<Instant>,
 }
 
 impl Members {
@@ -78,6 +93,7 @@ impl Members {
             preferred: 0,
             preferred_updated: None,
             discovery_sent: None,
+            auth: Auth::default(),
         }
     }
 
@@ -217,6 +233,25 @@ impl Members {
         }
     }
 
+    /// The etcd v3 token the locks of this handle use, if one is known.
+    pub(crate) fn v3_token(&self) -> Option<&Token> {
+        self.auth.token.as_ref()
+    }
+
+    /// Whether etcd said its authentication is off (requests go without a token).
+    pub(crate) fn v3_auth_off(&self) -> bool {
+        self.auth.off
+    }
+
+    /// Records a new token (`None`: the last one was refused), or that authentication is off.
+    pub(crate) fn set_v3_token(&mut self, token: Option<Token>, off: bool, now: Instant) {
+        self.auth = Auth {
+            token,
+            off,
+            updated: Some(now),
+        };
+    }
+
     /// Merges two views of the same cluster (e.g. a lock's and the one its `Etcd` shares):
     /// members either knows are kept (this view's order first), for each member the newer
     /// record wins, and so does the newer preferred member. Both end up equal.
@@ -240,6 +275,9 @@ impl Members {
             }
         }
         self.discovery_sent = self.discovery_sent.max(other.discovery_sent);
+        if other.auth.updated > self.auth.updated {
+            self.auth = other.auth.clone();
+        }
         *other = self.clone();
     }
 }

@@ -285,8 +285,7 @@ impl Lock {
 
     fn v3_grant(&mut self, now: Instant) {
         let ttl = self.config.ttl_secs();
-        let token = self.v3_token.clone();
-        let request = self.send(self.pick(now), |e, _| wire::grant(e, ttl, token.as_ref()));
+        let request = self.send(self.pick(now), |e, _| wire::grant(e, ttl));
         let out = self.out(request, now);
         self.set_v3(Step::Grant(out));
     }
@@ -295,9 +294,8 @@ impl Lock {
         let Some(lease) = self.lease_id() else {
             return self.v3_grant(now);
         };
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::keep_alive(e, lease, token.as_ref())
+            wire::keep_alive(e, lease)
         });
         let out = self.out(request, now);
         self.set_v3(Step::KeepAlive(out));
@@ -309,9 +307,8 @@ impl Lock {
         };
         let (prefix, own) = (self.prefix(), self.own_key(lease));
         let value = self.config.node_id().as_str().as_bytes().to_vec();
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::acquire_txn(e, &prefix, &own, &value, lease, token.as_ref())
+            wire::acquire_txn(e, &prefix, &own, &value, lease)
         });
         let out = self.out(request, now);
         if let Some(running) = self.running.as_mut() {
@@ -325,9 +322,8 @@ impl Lock {
             return self.v3_grant(now);
         };
         let (prefix, key) = (self.prefix(), self.own_key(lease));
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::ahead_txn(e, &prefix, &key, own, token.as_ref())
+            wire::ahead_txn(e, &prefix, &key, own)
         });
         let out = self.out(request, now);
         self.set_v3(Step::Ahead { out, own });
@@ -335,9 +331,8 @@ impl Lock {
 
     fn v3_wait(&mut self, key: Vec<u8>, ahead: i64, own: i64, from: i64, now: Instant) {
         let member = self.pick(now);
-        let token = self.v3_token.clone();
         let request = self.send(member, |e, _| {
-            wire::watch(e, &key, None, from, false, token.as_ref())
+            wire::watch(e, &key, None, from, false)
         });
         let probe = Probe::new(member, &self.config, now);
         self.set_v3(Step::Wait {
@@ -350,9 +345,8 @@ impl Lock {
     }
 
     fn v3_release(&mut self, key: Vec<u8>, token: i64, now: Instant) {
-        let auth = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::release_txn(e, &key, token, auth.as_ref())
+            wire::release_txn(e, &key, token)
         });
         let out = self.out(request, now);
         self.set_v3(Step::Release { out, key, token });
@@ -360,9 +354,8 @@ impl Lock {
 
     fn v3_owner(&mut self, now: Instant) {
         let prefix = self.prefix();
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::owner(e, &prefix, token.as_ref())
+            wire::owner(e, &prefix)
         });
         let out = self.out(request, now);
         self.set_v3(Step::Owner(out));
@@ -500,8 +493,7 @@ impl Lock {
                 // holds (a key deleted by hand, or released by another client of this node id,
                 // is not brought back by a keep-alive).
                 let (key, token) = (self.own_key(lease.id), held.fence.token as i64);
-                let auth = self.v3_token.clone();
-                let request = self.send(self.pick(now), |e, _| wire::get(e, &key, auth.as_ref()));
+                let request = self.send(self.pick(now), |e, _| wire::get(e, &key));
                 let out = self.out(request, now);
                 self.set_v3(Step::Check { out, token });
             }
@@ -746,6 +738,9 @@ impl Lock {
         sent: bool,
         now: Instant,
     ) {
+        if self.is_token_request(id) {
+            return self.on_token(response, now);
+        }
         let running = self.running.as_ref();
         if running.and_then(Running::request) == Some(id) {
             let phase = self.running.as_mut().map(|r| {
@@ -783,9 +778,8 @@ impl Lock {
         let Some(lease) = self.lease.take() else {
             return;
         };
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::revoke(e, lease.id, token.as_ref())
+            wire::revoke(e, lease.id)
         });
         self.v3_revoking = Some((request, now + self.config.request_timeout()));
     }
@@ -820,9 +814,8 @@ impl Lock {
         let Some(lease) = self.lease_id() else {
             return;
         };
-        let token = self.v3_token.clone();
         let request = self.send(self.pick(now), |e, _| {
-            wire::keep_alive(e, lease, token.as_ref())
+            wire::keep_alive(e, lease)
         });
         let deadline = now + self.config.request_timeout();
         self.v3_keepalive = Some(KeepAlive::Out(request, now, deadline));
@@ -890,9 +883,8 @@ impl Lock {
                 match probe.due(now) {
                     Due::Nothing => {}
                     Due::Send => {
-                        let token = self.v3_token.clone();
                         let read =
-                            self.send(probe.member, |e, _| wire::get(e, &key, token.as_ref()));
+                            self.send(probe.member, |e, _| wire::get(e, &key));
                         if let Some(Phase::V3(Step::Wait { probe, .. })) =
                             self.running.as_mut().map(|r| &mut r.phase)
                         {

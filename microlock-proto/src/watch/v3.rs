@@ -16,9 +16,8 @@ impl Lock {
     /// Reads every key of the lock (the events' starting state).
     pub(super) fn v3_events_read(&mut self, now: Instant) -> RequestId {
         let prefix = self.prefix();
-        let token = self.v3_token.clone();
         self.send(self.pick(now), |e, _| {
-            wire::keys(e, &prefix, token.as_ref())
+            wire::keys(e, &prefix)
         })
     }
 
@@ -26,15 +25,13 @@ impl Lock {
     pub(super) fn v3_events_watch(&mut self, member: usize, revision: u64) -> RequestId {
         let prefix = self.prefix();
         let end = wire::range_end(&prefix);
-        let token = self.v3_token.clone();
         self.send(member, |e, _| {
             wire::watch(
                 e,
                 &prefix,
                 Some(&end),
                 revision as i64,
-                true,
-                token.as_ref(),
+                true
             )
         })
     }
@@ -42,8 +39,7 @@ impl Lock {
     /// A liveness probe of the watch's member: a linearizable read of the holder there.
     pub(super) fn v3_events_probe(&mut self, member: usize) -> RequestId {
         let prefix = self.prefix();
-        let token = self.v3_token.clone();
-        self.send(member, |e, _| wire::owner(e, &prefix, token.as_ref()))
+        self.send(member, |e, _| wire::owner(e, &prefix))
     }
 
     /// An answer for the events' watch: the read, a watch that ended, or a probe.

@@ -3,9 +3,8 @@
 //! nowhere else; the machine speaks in typed replies.
 
 mod v2;
-// The v3 gateway's requests and answers. Authentication (`authenticate`, `Token::new`) and a
-// few reads (`time_to_live`, `predecessor`, `delete`) are checked against real etcd and not
-// used by the machine yet.
+// The v3 gateway's requests and answers. A few (`time_to_live`, `predecessor`, `delete`) are
+// checked against real etcd and not used by the machine.
 #[allow(dead_code)]
 pub(crate) mod v3;
 

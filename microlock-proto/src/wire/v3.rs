@@ -182,20 +182,34 @@ fn b64(bytes: &[u8]) -> String {
     BASE64.encode(bytes)
 }
 
-/// `POST {endpoint}{path}` with a JSON body, `hasleader` and the token, if any.
-fn post(endpoint: &Endpoint, path: &str, body: &Value, token: Option<&Token>) -> Request<Vec<u8>> {
-    let mut builder = Request::builder()
+/// `POST {endpoint}{path}` with a JSON body and `hasleader` (the token, if any, is added by
+/// [`authorize`] when the request is sent).
+fn post(endpoint: &Endpoint, path: &str, body: &Value) -> Request<Vec<u8>> {
+    let builder = Request::builder()
         .method(Method::POST)
         .uri(format!("{}{path}", endpoint.as_str()))
         .header(header::CONTENT_TYPE, JSON)
         .header(REQUIRE_LEADER, "true");
-    if let Some(token) = token {
-        builder = builder.header(header::AUTHORIZATION, token.0.clone());
-    }
     let body = serde_json::to_vec(body).expect("a JSON value always serializes");
     builder
         .body(body)
         .expect("a validated endpoint always forms a valid request")
+}
+
+/// Puts `token` on `request` (its `Authorization` header, sensitive), replacing any other.
+pub(crate) fn authorize(request: &mut Request<Vec<u8>>, token: &Token) {
+    request
+        .headers_mut()
+        .insert(header::AUTHORIZATION, token.0.clone());
+}
+
+/// The etcd error a unary answer carries (`None` for a 2xx answer, or one that is not an etcd
+/// error).
+pub(crate) fn failure_of(response: &Response<Vec<u8>>) -> Option<Failure> {
+    if response.status().is_success() {
+        return None;
+    }
+    unary::<de::IgnoredAny>(response, "a request").err()
 }
 
 /// The end of the range of every key starting with `prefix`: `prefix` with its last byte below
@@ -237,50 +251,44 @@ fn prefix_range(prefix: &[u8], order: &str) -> Map<String, Value> {
 }
 
 /// `/v3/lease/grant {"TTL":"T"}`: a new lease (etcd picks the ID).
-pub(crate) fn grant(endpoint: &Endpoint, ttl_secs: u64, token: Option<&Token>) -> Request<Vec<u8>> {
+pub(crate) fn grant(endpoint: &Endpoint, ttl_secs: u64) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/grant",
         &json!({ "TTL": ttl_secs.to_string() }),
-        token,
     )
 }
 
 /// `/v3/lease/keepalive {"ID":"L"}`: one keepalive (the answer is one line, then the body ends).
 pub(crate) fn keep_alive(
     endpoint: &Endpoint,
-    lease: i64,
-    token: Option<&Token>,
+    lease: i64
 ) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/keepalive",
         &json!({ "ID": lease.to_string() }),
-        token,
     )
 }
 
 /// `/v3/lease/revoke {"ID":"L"}`: ends the lease and deletes its keys.
-pub(crate) fn revoke(endpoint: &Endpoint, lease: i64, token: Option<&Token>) -> Request<Vec<u8>> {
+pub(crate) fn revoke(endpoint: &Endpoint, lease: i64) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/revoke",
         &json!({ "ID": lease.to_string() }),
-        token,
     )
 }
 
 /// `/v3/lease/timetolive {"ID":"L"}`: the lease's remaining TTL (-1: gone).
 pub(crate) fn time_to_live(
     endpoint: &Endpoint,
-    lease: i64,
-    token: Option<&Token>,
+    lease: i64
 ) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/timetolive",
         &json!({ "ID": lease.to_string() }),
-        token,
     )
 }
 
@@ -292,8 +300,7 @@ pub(crate) fn acquire_txn(
     prefix: &[u8],
     own_key: &[u8],
     value: &[u8],
-    lease: i64,
-    token: Option<&Token>,
+    lease: i64
 ) -> Request<Vec<u8>> {
     let owner = Value::Object(prefix_range(prefix, "ASCEND"));
     let body = json!({
@@ -312,7 +319,7 @@ pub(crate) fn acquire_txn(
             { "request_range": owner },
         ],
     });
-    post(endpoint, "/v3/kv/txn", &body, token)
+    post(endpoint, "/v3/kv/txn", &body)
 }
 
 /// `/v3/kv/range`: the key under `prefix` created last before `below_revision` (Go's
@@ -322,19 +329,18 @@ pub(crate) fn acquire_txn(
 pub(crate) fn predecessor(
     endpoint: &Endpoint,
     prefix: &[u8],
-    below_revision: i64,
-    token: Option<&Token>,
+    below_revision: i64
 ) -> Request<Vec<u8>> {
     let mut range = prefix_range(prefix, "DESCEND");
     let max = below_revision.saturating_sub(1).max(1);
     range.insert("max_create_revision".into(), max.to_string().into());
-    post(endpoint, "/v3/kv/range", &Value::Object(range), token)
+    post(endpoint, "/v3/kv/range", &Value::Object(range))
 }
 
 /// `/v3/kv/range`: the key under `prefix` with the lowest create revision (the holder).
-pub(crate) fn owner(endpoint: &Endpoint, prefix: &[u8], token: Option<&Token>) -> Request<Vec<u8>> {
+pub(crate) fn owner(endpoint: &Endpoint, prefix: &[u8]) -> Request<Vec<u8>> {
     let range = Value::Object(prefix_range(prefix, "ASCEND"));
-    post(endpoint, "/v3/kv/range", &range, token)
+    post(endpoint, "/v3/kv/range", &range)
 }
 
 /// At most this many keys are read by [`keys`] (the events' starting state): the holder and
@@ -342,10 +348,10 @@ pub(crate) fn owner(endpoint: &Endpoint, prefix: &[u8], token: Option<&Token>) -
 pub(crate) const KEYS_LIMIT: u32 = 1000;
 
 /// `/v3/kv/range`: the keys under `prefix`, oldest first (at most [`KEYS_LIMIT`]).
-pub(crate) fn keys(endpoint: &Endpoint, prefix: &[u8], token: Option<&Token>) -> Request<Vec<u8>> {
+pub(crate) fn keys(endpoint: &Endpoint, prefix: &[u8]) -> Request<Vec<u8>> {
     let mut range = prefix_range(prefix, "ASCEND");
     range.insert("limit".into(), KEYS_LIMIT.to_string().into());
-    post(endpoint, "/v3/kv/range", &Value::Object(range), token)
+    post(endpoint, "/v3/kv/range", &Value::Object(range))
 }
 
 /// `/v3/kv/txn`: if `own_key` still has create revision `own`, the key under `prefix` created
@@ -356,8 +362,7 @@ pub(crate) fn ahead_txn(
     endpoint: &Endpoint,
     prefix: &[u8],
     own_key: &[u8],
-    own: i64,
-    token: Option<&Token>,
+    own: i64
 ) -> Request<Vec<u8>> {
     let mut range = prefix_range(prefix, "DESCEND");
     let max = own.saturating_sub(1).max(1);
@@ -371,12 +376,12 @@ pub(crate) fn ahead_txn(
         }],
         "success": [{ "request_range": Value::Object(range) }],
     });
-    post(endpoint, "/v3/kv/txn", &body, token)
+    post(endpoint, "/v3/kv/txn", &body)
 }
 
 /// `/v3/kv/range {"key":K}`: one key, linearizable (`serializable` left at false).
-pub(crate) fn get(endpoint: &Endpoint, key: &[u8], token: Option<&Token>) -> Request<Vec<u8>> {
-    post(endpoint, "/v3/kv/range", &json!({ "key": b64(key) }), token)
+pub(crate) fn get(endpoint: &Endpoint, key: &[u8]) -> Request<Vec<u8>> {
+    post(endpoint, "/v3/kv/range", &json!({ "key": b64(key) }))
 }
 
 /// `/v3/kv/txn`: delete `own_key` only if its create revision is still `create_revision`, so a
@@ -384,8 +389,7 @@ pub(crate) fn get(endpoint: &Endpoint, key: &[u8], token: Option<&Token>) -> Req
 pub(crate) fn release_txn(
     endpoint: &Endpoint,
     own_key: &[u8],
-    create_revision: i64,
-    token: Option<&Token>,
+    create_revision: i64
 ) -> Request<Vec<u8>> {
     let body = json!({
         "compare": [{
@@ -397,16 +401,15 @@ pub(crate) fn release_txn(
         "success": [{ "request_delete_range": { "key": b64(own_key) } }],
         "failure": [{ "request_range": { "key": b64(own_key) } }],
     });
-    post(endpoint, "/v3/kv/txn", &body, token)
+    post(endpoint, "/v3/kv/txn", &body)
 }
 
 /// `/v3/kv/deleterange {"key":K}`: deletes one key.
-pub(crate) fn delete(endpoint: &Endpoint, key: &[u8], token: Option<&Token>) -> Request<Vec<u8>> {
+pub(crate) fn delete(endpoint: &Endpoint, key: &[u8]) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/kv/deleterange",
         &json!({ "key": b64(key) }),
-        token,
     )
 }
 
@@ -418,8 +421,7 @@ pub(crate) fn watch(
     key: &[u8],
     range_end: Option<&[u8]>,
     start_revision: i64,
-    prev_kv: bool,
-    token: Option<&Token>,
+    prev_kv: bool
 ) -> Request<Vec<u8>> {
     let mut create = Map::new();
     create.insert("key".into(), b64(key).into());
@@ -433,7 +435,7 @@ pub(crate) fn watch(
         create.insert("prev_kv".into(), true.into());
     }
     let body = json!({ "create_request": create });
-    let mut request = post(endpoint, "/v3/watch", &body, token);
+    let mut request = post(endpoint, "/v3/watch", &body);
     request.extensions_mut().insert(LongPoll);
     request.extensions_mut().insert(super::Streamed);
     request
@@ -446,7 +448,6 @@ pub(crate) fn authenticate(endpoint: &Endpoint, user: &str, password: &str) -> R
         endpoint,
         "/v3/auth/authenticate",
         &json!({ "name": user, "password": password }),
-        None,
     )
 }
 
@@ -1457,24 +1458,26 @@ mod tests {
     #[test]
     fn lease_requests() {
         let t = token();
-        let r = grant(&endpoint(), 30, Some(&t));
+        let mut r = grant(&endpoint(), 30);
+        assert!(r.headers().get(header::AUTHORIZATION).is_none());
+        authorize(&mut r, &t);
         check_common(&r, "/v3/lease/grant");
         assert_eq!(body_json(&r), json!({"TTL": "30"}));
         assert_eq!(r.headers()[header::AUTHORIZATION], "intQsWPWLUKYRCWl.13");
         assert!(r.headers()[header::AUTHORIZATION].is_sensitive());
         assert!(r.extensions().get::<LongPoll>().is_none());
 
-        let r = keep_alive(&endpoint(), 8327896976737885963, None);
+        let r = keep_alive(&endpoint(), 8327896976737885963);
         check_common(&r, "/v3/lease/keepalive");
         assert_eq!(body_json(&r), json!({"ID": "8327896976737885963"}));
         assert!(r.headers().get(header::AUTHORIZATION).is_none());
         assert!(r.extensions().get::<LongPoll>().is_none());
 
-        let r = revoke(&endpoint(), i64::MAX, Some(&t));
+        let r = revoke(&endpoint(), i64::MAX);
         check_common(&r, "/v3/lease/revoke");
         assert_eq!(body_json(&r), json!({"ID": "9223372036854775807"}));
 
-        let r = time_to_live(&endpoint(), 12345, None);
+        let r = time_to_live(&endpoint(), 12345);
         check_common(&r, "/v3/lease/timetolive");
         assert_eq!(body_json(&r), json!({"ID": "12345"}));
     }
@@ -1489,8 +1492,7 @@ mod tests {
             prefix,
             &own,
             b"node-1",
-            8327896976737885963,
-            Some(&token()),
+            8327896976737885963
         );
         check_common(&r, "/v3/kv/txn");
         // The body sent to etcd 3.4 and 3.5 by hand (the answers below are to it).
@@ -1509,7 +1511,7 @@ mod tests {
 
     #[test]
     fn ranges_and_deletes() {
-        let r = predecessor(&endpoint(), b"locks/job/", 3, None);
+        let r = predecessor(&endpoint(), b"locks/job/", 3);
         check_common(&r, "/v3/kv/range");
         assert_eq!(
             body_json(&r),
@@ -1519,11 +1521,11 @@ mod tests {
         );
         // max_create_revision 0 would mean "no bound": never sent.
         for below in [i64::MIN, -1, 0, 1, 2] {
-            let r = predecessor(&endpoint(), b"p/", below, None);
+            let r = predecessor(&endpoint(), b"p/", below);
             assert_eq!(body_json(&r)["max_create_revision"], "1");
         }
 
-        let r = owner(&endpoint(), b"locks/job/", None);
+        let r = owner(&endpoint(), b"locks/job/");
         check_common(&r, "/v3/kv/range");
         assert_eq!(
             body_json(&r),
@@ -1531,7 +1533,7 @@ mod tests {
                    "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1"})
         );
 
-        let r = get(&endpoint(), b"locks/job/7392a22d6082df0b", None);
+        let r = get(&endpoint(), b"locks/job/7392a22d6082df0b");
         check_common(&r, "/v3/kv/range");
         // No `serializable`: false, linearizable.
         assert_eq!(
@@ -1539,7 +1541,7 @@ mod tests {
             json!({"key": "bG9ja3Mvam9iLzczOTJhMjJkNjA4MmRmMGI="})
         );
 
-        let r = release_txn(&endpoint(), b"locks/job/7392a22d6082df0b", 2, None);
+        let r = release_txn(&endpoint(), b"locks/job/7392a22d6082df0b", 2);
         check_common(&r, "/v3/kv/txn");
         assert_eq!(
             body_json(&r),
@@ -1551,7 +1553,7 @@ mod tests {
             })
         );
 
-        let r = delete(&endpoint(), b"locks/job/7392a22d6082df0f", Some(&token()));
+        let r = delete(&endpoint(), b"locks/job/7392a22d6082df0f");
         check_common(&r, "/v3/kv/deleterange");
         assert_eq!(
             body_json(&r),
@@ -1561,14 +1563,14 @@ mod tests {
 
     #[test]
     fn watch_request() {
-        let r = watch(&endpoint(), b"wk/", Some(b"wk0"), 0, true, Some(&token()));
+        let r = watch(&endpoint(), b"wk/", Some(b"wk0"), 0, true);
         check_common(&r, "/v3/watch");
         assert!(r.extensions().get::<LongPoll>().is_some());
         assert_eq!(
             body_json(&r),
             json!({"create_request": {"key": "d2sv", "range_end": "d2sw", "prev_kv": true}})
         );
-        let r = watch(&endpoint(), b"wk/a", None, 7, false, None);
+        let r = watch(&endpoint(), b"wk/a", None, 7, false);
         assert_eq!(
             body_json(&r),
             json!({"create_request": {"key": "d2svYQ==", "start_revision": "7"}})
