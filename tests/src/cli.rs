@@ -14,13 +14,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const BUILD_COMMAND: &str = "cargo build -p microlock-tokio --features cli --bin microlock";
 
 /// Variables of the caller's environment that would change what the command does.
-const CLEARED_VARS: [&str; 7] = [
+const CLEARED_VARS: [&str; 8] = [
     "ETCDCTL_ENDPOINTS",
     "ETCDCTL_CACERT",
     "ETCDCTL_CERT",
     "ETCDCTL_KEY",
     "ETCDCTL_USER",
     "ETCDCTL_PASSWORD",
+    "MICROLOCK_PROTOCOL",
     "RUST_LOG",
 ];
 

@@ -17,7 +17,7 @@ use microlock_tests::cli::{
     run_command, wait_until, LogLine, Output, Process, TempDir,
 };
 use microlock_tests::cut_proxy::CutProxy;
-use microlock_tests::etcd::{shared, unique_key, EtcdServer};
+use microlock_tests::etcd::{shared, shared_v3_only, unique_key, EtcdServer};
 use microlock_tests::{auth, inspect, tls};
 use serde_json::Value;
 
@@ -555,6 +555,63 @@ fn lock_status_watch_unlock() {
 
     watch.signal("-INT");
     assert_eq!(watch.wait(PROMPT), Some(0), "{}", watch.stderr());
+}
+
+/// `--protocol v3` (or `MICROLOCK_PROTOCOL=v3`): the same commands on etcd's v3 API, the lock
+/// laid out as `etcdctl lock`'s; without it, an etcd serving no v2 API is named as such.
+#[test]
+fn protocol_v3_lock_status_unlock_run() {
+    let url = shared_v3_only().client_url();
+    let key = unique_key("cli-v3");
+    let v3 = |args: &[&str]| {
+        let all: Vec<&str> = ["--protocol", "v3"].iter().chain(args).copied().collect();
+        cli::run(&url, &all, PROMPT)
+    };
+    let v2 = cli::run(&url, &["status", "--key", &key], PROMPT);
+    v2.expect_code(69);
+    assert!(v2.stderr.contains("--protocol v3"), "{}", v2.stderr);
+
+    let locked = v3(&["lock", "--key", &key, "--id", "holder-1", "--ttl", "30s"]);
+    locked.expect_code(0);
+    let token: u64 = locked.stdout.trim().parse().expect("the token on stdout");
+    // Held after `lock` exited (its lease is not revoked), as etcdctl lock's layout.
+    assert_eq!(
+        inspect::v3_holder(&url, &key),
+        Some(("holder-1".to_owned(), token))
+    );
+    let status = v3(&["status", "--key", &key, "--json"]);
+    let status: Value = serde_json::from_str(&status.expect_code(0).stdout).expect("JSON");
+    assert_eq!(status["held"], true);
+    assert_eq!(status["holder"], "holder-1");
+    assert_eq!(status["token"].as_u64(), Some(token));
+    let ttl_left = status["ttl_left_ms"]
+        .as_u64()
+        .expect("the lease's TTL left");
+    assert!(ttl_left > 0 && ttl_left <= 30_000, "{status}");
+
+    v3(&["unlock", "--key", &key, "--id", "intruder"]).expect_code(77);
+    v3(&["unlock", "--key", &key, "--id", "holder-1"]).expect_code(0);
+    assert_eq!(inspect::v3_holder(&url, &key), None);
+
+    // The variable instead of the flag; CMD gets the fencing token.
+    let mut run = command(&url);
+    run.env("MICROLOCK_PROTOCOL", "v3").args([
+        "run",
+        "--key",
+        &key,
+        "--",
+        "sh",
+        "-c",
+        "echo $MICROLOCK_TOKEN",
+    ]);
+    let ran = run_command(&mut run, PROMPT);
+    let second: u64 = ran.expect_code(0).stdout.trim().parse().expect("a token");
+    assert!(second > token, "{second} > {token}");
+    assert_eq!(
+        inspect::v3_holder(&url, &key),
+        None,
+        "released when CMD exited"
+    );
 }
 
 #[test]

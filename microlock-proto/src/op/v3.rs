@@ -81,6 +81,11 @@ pub(crate) enum Step {
         token: i64,
     },
     Owner(Out),
+    /// read: the holder's lease's time to live.
+    HolderTtl {
+        out: Out,
+        holder: Kv,
+    },
     /// renew: the lease was kept alive; is my key still the hold's (create revision `token`)?
     Check {
         out: Out,
@@ -116,6 +121,7 @@ impl Step {
             | Step::Ahead { out, .. }
             | Step::Release { out, .. }
             | Step::Check { out, .. }
+            | Step::HolderTtl { out, .. }
             | Step::Owner(out) => out.request,
             Step::Wait { request, .. } => *request,
         }
@@ -136,6 +142,7 @@ impl Step {
             | Step::Ahead { out, .. }
             | Step::Release { out, .. }
             | Step::Check { out, .. }
+            | Step::HolderTtl { out, .. }
             | Step::Owner(out) => out.deadline,
             Step::Wait { probe, .. } => probe.timer(),
         }
@@ -155,7 +162,7 @@ impl Step {
             Step::Ahead { own, .. } => Next::Ahead(*own),
             Step::Wait { own, .. } => Next::Ahead(*own),
             Step::Release { key, token, .. } => Next::Release(key.clone(), *token),
-            Step::Owner(_) => Next::Owner,
+            Step::Owner(_) | Step::HolderTtl { .. } => Next::Owner,
         }
     }
 }
@@ -294,9 +301,7 @@ impl Lock {
         let Some(lease) = self.lease_id() else {
             return self.v3_grant(now);
         };
-        let request = self.send(self.pick(now), |e, _| {
-            wire::keep_alive(e, lease)
-        });
+        let request = self.send(self.pick(now), |e, _| wire::keep_alive(e, lease));
         let out = self.out(request, now);
         self.set_v3(Step::KeepAlive(out));
     }
@@ -331,9 +336,7 @@ impl Lock {
 
     fn v3_wait(&mut self, key: Vec<u8>, ahead: i64, own: i64, from: i64, now: Instant) {
         let member = self.pick(now);
-        let request = self.send(member, |e, _| {
-            wire::watch(e, &key, None, from, false)
-        });
+        let request = self.send(member, |e, _| wire::watch(e, &key, None, from, false));
         let probe = Probe::new(member, &self.config, now);
         self.set_v3(Step::Wait {
             request,
@@ -345,18 +348,14 @@ impl Lock {
     }
 
     fn v3_release(&mut self, key: Vec<u8>, token: i64, now: Instant) {
-        let request = self.send(self.pick(now), |e, _| {
-            wire::release_txn(e, &key, token)
-        });
+        let request = self.send(self.pick(now), |e, _| wire::release_txn(e, &key, token));
         let out = self.out(request, now);
         self.set_v3(Step::Release { out, key, token });
     }
 
     fn v3_owner(&mut self, now: Instant) {
         let prefix = self.prefix();
-        let request = self.send(self.pick(now), |e, _| {
-            wire::owner(e, &prefix)
-        });
+        let request = self.send(self.pick(now), |e, _| wire::owner(e, &prefix));
         let out = self.out(request, now);
         self.set_v3(Step::Owner(out));
     }
@@ -469,6 +468,11 @@ impl Lock {
             },
             Step::Owner(_) => match wire::parse_range(response) {
                 Ok(range) => self.on_owner(range.kvs.into_iter().next(), now),
+                Err(failure) => self.v3_failed(next.clone(), self.failed_from(failure), sent, now),
+            },
+            Step::HolderTtl { holder, .. } => match wire::parse_time_to_live(response) {
+                // -1: the lease is gone (the key with it, since the read).
+                Ok(lease) => self.read_done(holder, Some(lease_ttl(lease.ttl)), now),
                 Err(failure) => self.v3_failed(next.clone(), self.failed_from(failure), sent, now),
             },
             // A watch answered as a whole: it ended (the member closed it). Look again.
@@ -610,13 +614,17 @@ impl Lock {
     fn on_owner(&mut self, owner: Option<Kv>, now: Instant) {
         let kind = self.running.as_ref().map(|r| r.kind);
         if kind == Some(Kind::Read) {
-            let holder = owner.map(|kv| Holder {
-                node_id: String::from_utf8_lossy(&kv.value).into_owned(),
-                token: kv.create_revision.max(0) as u64,
-                modified_index: kv.mod_revision.max(0) as u64,
-                ttl_left: None,
-            });
-            return self.finish(Ok(Outcome::Read(holder)), now);
+            return match owner {
+                // Its lease's time to live is the hold's.
+                Some(kv) if kv.lease != 0 => {
+                    let lease = kv.lease;
+                    let request = self.send(self.pick(now), |e, _| wire::time_to_live(e, lease));
+                    let out = self.out(request, now);
+                    self.set_v3(Step::HolderTtl { out, holder: kv });
+                }
+                Some(kv) => self.read_done(kv, None, now),
+                None => self.finish(Ok(Outcome::Read(None)), now),
+            };
         }
         // An unlock that knew no hold: the owner's key is released if it is this node id's.
         let me = self.config.node_id().as_str().as_bytes();
@@ -629,6 +637,17 @@ impl Lock {
                 self.finish(Err(Error::LockNotOwned { key }), now)
             }
         }
+    }
+
+    /// A read is done: `holder` holds, with `ttl_left` (none for a key without a lease).
+    fn read_done(&mut self, holder: Kv, ttl_left: Option<Duration>, now: Instant) {
+        let holder = Holder {
+            node_id: String::from_utf8_lossy(&holder.value).into_owned(),
+            token: holder.create_revision.max(0) as u64,
+            modified_index: holder.mod_revision.max(0) as u64,
+            ttl_left,
+        };
+        self.finish(Ok(Outcome::Read(Some(holder))), now)
     }
 
     /// A message of the waiting acquire's watch.
@@ -778,9 +797,7 @@ impl Lock {
         let Some(lease) = self.lease.take() else {
             return;
         };
-        let request = self.send(self.pick(now), |e, _| {
-            wire::revoke(e, lease.id)
-        });
+        let request = self.send(self.pick(now), |e, _| wire::revoke(e, lease.id));
         self.v3_revoking = Some((request, now + self.config.request_timeout()));
     }
 
@@ -814,9 +831,7 @@ impl Lock {
         let Some(lease) = self.lease_id() else {
             return;
         };
-        let request = self.send(self.pick(now), |e, _| {
-            wire::keep_alive(e, lease)
-        });
+        let request = self.send(self.pick(now), |e, _| wire::keep_alive(e, lease));
         let deadline = now + self.config.request_timeout();
         self.v3_keepalive = Some(KeepAlive::Out(request, now, deadline));
     }
@@ -883,8 +898,7 @@ impl Lock {
                 match probe.due(now) {
                     Due::Nothing => {}
                     Due::Send => {
-                        let read =
-                            self.send(probe.member, |e, _| wire::get(e, &key));
+                        let read = self.send(probe.member, |e, _| wire::get(e, &key));
                         if let Some(Phase::V3(Step::Wait { probe, .. })) =
                             self.running.as_mut().map(|r| &mut r.phase)
                         {
@@ -906,6 +920,7 @@ impl Lock {
                     Step::Grant(o) | Step::KeepAlive(o) | Step::Take(o) | Step::Owner(o) => *o,
                     Step::Ahead { out, .. }
                     | Step::Release { out, .. }
+                    | Step::HolderTtl { out, .. }
                     | Step::Check { out, .. } => *out,
                     Step::Wait { .. } => unreachable!(),
                 };

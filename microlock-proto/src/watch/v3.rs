@@ -16,9 +16,7 @@ impl Lock {
     /// Reads every key of the lock (the events' starting state).
     pub(super) fn v3_events_read(&mut self, now: Instant) -> RequestId {
         let prefix = self.prefix();
-        self.send(self.pick(now), |e, _| {
-            wire::keys(e, &prefix)
-        })
+        self.send(self.pick(now), |e, _| wire::keys(e, &prefix))
     }
 
     /// Watches every key of the lock from `revision`, with the deleted keys' last values.
@@ -26,13 +24,7 @@ impl Lock {
         let prefix = self.prefix();
         let end = wire::range_end(&prefix);
         self.send(member, |e, _| {
-            wire::watch(
-                e,
-                &prefix,
-                Some(&end),
-                revision as i64,
-                true
-            )
+            wire::watch(e, &prefix, Some(&end), revision as i64, true)
         })
     }
 

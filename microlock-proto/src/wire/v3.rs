@@ -260,10 +260,7 @@ pub(crate) fn grant(endpoint: &Endpoint, ttl_secs: u64) -> Request<Vec<u8>> {
 }
 
 /// `/v3/lease/keepalive {"ID":"L"}`: one keepalive (the answer is one line, then the body ends).
-pub(crate) fn keep_alive(
-    endpoint: &Endpoint,
-    lease: i64
-) -> Request<Vec<u8>> {
+pub(crate) fn keep_alive(endpoint: &Endpoint, lease: i64) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/keepalive",
@@ -281,10 +278,7 @@ pub(crate) fn revoke(endpoint: &Endpoint, lease: i64) -> Request<Vec<u8>> {
 }
 
 /// `/v3/lease/timetolive {"ID":"L"}`: the lease's remaining TTL (-1: gone).
-pub(crate) fn time_to_live(
-    endpoint: &Endpoint,
-    lease: i64
-) -> Request<Vec<u8>> {
+pub(crate) fn time_to_live(endpoint: &Endpoint, lease: i64) -> Request<Vec<u8>> {
     post(
         endpoint,
         "/v3/lease/timetolive",
@@ -300,7 +294,7 @@ pub(crate) fn acquire_txn(
     prefix: &[u8],
     own_key: &[u8],
     value: &[u8],
-    lease: i64
+    lease: i64,
 ) -> Request<Vec<u8>> {
     let owner = Value::Object(prefix_range(prefix, "ASCEND"));
     let body = json!({
@@ -329,7 +323,7 @@ pub(crate) fn acquire_txn(
 pub(crate) fn predecessor(
     endpoint: &Endpoint,
     prefix: &[u8],
-    below_revision: i64
+    below_revision: i64,
 ) -> Request<Vec<u8>> {
     let mut range = prefix_range(prefix, "DESCEND");
     let max = below_revision.saturating_sub(1).max(1);
@@ -362,7 +356,7 @@ pub(crate) fn ahead_txn(
     endpoint: &Endpoint,
     prefix: &[u8],
     own_key: &[u8],
-    own: i64
+    own: i64,
 ) -> Request<Vec<u8>> {
     let mut range = prefix_range(prefix, "DESCEND");
     let max = own.saturating_sub(1).max(1);
@@ -389,7 +383,7 @@ pub(crate) fn get(endpoint: &Endpoint, key: &[u8]) -> Request<Vec<u8>> {
 pub(crate) fn release_txn(
     endpoint: &Endpoint,
     own_key: &[u8],
-    create_revision: i64
+    create_revision: i64,
 ) -> Request<Vec<u8>> {
     let body = json!({
         "compare": [{
@@ -406,11 +400,7 @@ pub(crate) fn release_txn(
 
 /// `/v3/kv/deleterange {"key":K}`: deletes one key.
 pub(crate) fn delete(endpoint: &Endpoint, key: &[u8]) -> Request<Vec<u8>> {
-    post(
-        endpoint,
-        "/v3/kv/deleterange",
-        &json!({ "key": b64(key) }),
-    )
+    post(endpoint, "/v3/kv/deleterange", &json!({ "key": b64(key) }))
 }
 
 /// `/v3/watch {"create_request":{...}}`: a stream of [`WatchMessage`]s for `key` (or
@@ -421,7 +411,7 @@ pub(crate) fn watch(
     key: &[u8],
     range_end: Option<&[u8]>,
     start_revision: i64,
-    prev_kv: bool
+    prev_kv: bool,
 ) -> Request<Vec<u8>> {
     let mut create = Map::new();
     create.insert("key".into(), b64(key).into());
@@ -1487,13 +1477,7 @@ mod tests {
         let prefix = b"locks/job/";
         let own = lease_key(prefix, 8327896976737885963);
         assert_eq!(own, b"locks/job/7392a22d6082df0b");
-        let r = acquire_txn(
-            &endpoint(),
-            prefix,
-            &own,
-            b"node-1",
-            8327896976737885963
-        );
+        let r = acquire_txn(&endpoint(), prefix, &own, b"node-1", 8327896976737885963);
         check_common(&r, "/v3/kv/txn");
         // The body sent to etcd 3.4 and 3.5 by hand (the answers below are to it).
         let owner = json!({"request_range": {"key": "bG9ja3Mvam9iLw==", "range_end": "bG9ja3Mvam9iMA==",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use microlock_tokio::Protocol;
 
 use crate::exit::EXIT_STATUSES;
 use crate::timing::LOSS_TIMING;
@@ -98,6 +99,19 @@ pub struct Common {
         value_name = "PASSWORD"
     )]
     pub password: Option<String>,
+
+    /// The etcd API: v2 (keys API, the default; shares locks with microlock for Node.js) or v3
+    /// (etcd 3.4+, the only one of 3.6+; shares locks with `etcdctl lock`). Never guessed: the
+    /// two are separate keyspaces
+    #[arg(
+        long,
+        global = true,
+        env = "MICROLOCK_PROTOCOL",
+        default_value = "v2",
+        value_name = "v2|v3",
+        value_parser = parse_protocol
+    )]
+    pub protocol: Protocol,
 
     /// Tell what happens on stderr (who holds the lock while waiting, renewals, releases),
     /// also when stderr is not a terminal
@@ -227,6 +241,15 @@ pub struct WatchArgs {
     /// Print one JSON object per line: {"time", "key", "event", ...}
     #[arg(long)]
     pub json: bool,
+}
+
+/// `v2` or `v3` (any case).
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "v2" | "2" => Ok(Protocol::V2),
+        "v3" | "3" => Ok(Protocol::V3),
+        _ => Err(format!("expected v2 or v3, not {text:?}")),
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use crate::args::Common;
 use crate::exit::Failure;
 
 /// The etcd handle the common flags (or their `ETCDCTL_*` variables) describe: endpoints, CA,
-/// client certificate, user. Every check is the library's (`build()` names the option or file
+/// client certificate, user, protocol. Every check is the library's (`build()` names the option or file
 /// at fault); its errors are usage errors.
 pub fn etcd(common: &Common) -> Result<Etcd, Failure> {
-    let mut builder = Etcd::builder([common.endpoints.as_str()]);
+    let mut builder = Etcd::builder([common.endpoints.as_str()]).protocol(common.protocol);
     if let Some(ca) = given(&common.cacert) {
         builder = builder.ca_file(ca);
     }

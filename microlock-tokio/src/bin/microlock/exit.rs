@@ -82,6 +82,9 @@ impl Failure {
                 "{doing}: etcd answered too late to count (after the lease's validity \
                  deadline): {error}"
             ),
+            Error::V2Unavailable { .. } => {
+                format!("{doing}: {error} (here: --protocol v3, or MICROLOCK_PROTOCOL=v3)")
+            }
             _ => format!("{doing}: {error}"),
         };
         Failure::new(code, message)
