@@ -83,6 +83,8 @@ pub enum Kind {
     KeepAlive(i64),
     /// `/v3/lease/revoke` of this lease.
     Revoke(i64),
+    /// `/v3/lease/timetolive` of a lease (a read's: the holder's).
+    TimeToLive(i64),
     /// The take: `/v3/kv/txn` putting `NAME/<lease hex>` if absent, reading the owner.
     Take {
         /// The lease the key goes under.
@@ -1040,6 +1042,7 @@ impl Harness3 {
             }
             "/v3/lease/keepalive" => Kind::KeepAlive(int_at(&body, &["ID"])?),
             "/v3/lease/revoke" => Kind::Revoke(int_at(&body, &["ID"])?),
+            "/v3/lease/timetolive" => Kind::TimeToLive(int_at(&body, &["ID"])?),
             "/v3/kv/txn" => {
                 let compare = &body["compare"][0];
                 ensure!(
