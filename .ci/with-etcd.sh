@@ -5,6 +5,7 @@
 # WITH_ETCD_TLS=1: etcd serves https:// and demands a client certificate; a CA, a server and a
 # client certificate are made for this run with `openssl` (never kept), and $ETCD_CA,
 # $ETCD_CERT, $ETCD_KEY name the client's files.
+# WITH_ETCD_V3_ONLY=1: etcd serves no v2 API (as etcd 3.6+), only v3.
 set -euo pipefail
 etcd_bin="${ETCD_BIN:-$(command -v etcd || true)}"
 if [[ -z "$etcd_bin" ]]; then
@@ -24,7 +25,15 @@ if [[ "${WITH_ETCD_TLS:-}" == 1 ]]; then
                --trusted-ca-file "$t/ca.pem" --client-cert-auth)
     export ETCD_CA="$t/ca.pem" ETCD_CERT="$t/client.pem" ETCD_KEY="$t/client-key.pem"
 fi
-"$etcd_bin" --name with-etcd --data-dir "$data" --enable-v2=true "${tls_flags[@]}" \
+v2_flags=(--enable-v2=true)
+ready_path="/v2/keys/?quorum=true"
+ready_body=""
+if [[ "${WITH_ETCD_V3_ONLY:-}" == 1 ]]; then
+    v2_flags=()
+    ready_path="/v3/kv/range"
+    ready_body='{"key":"AA=="}'
+fi
+"$etcd_bin" --name with-etcd --data-dir "$data" "${v2_flags[@]}" "${tls_flags[@]}" \
     --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "with-etcd=http://127.0.0.1:$peer" >"$data/etcd.log" 2>&1 &
@@ -32,13 +41,14 @@ etcd_pid=$!
 trap 'kill -9 $etcd_pid 2>/dev/null || true; wait $etcd_pid 2>/dev/null || true; rm -rf "$data"' EXIT
 export ETCD_URL="$scheme://127.0.0.1:$client"
 for _ in $(seq 1 100); do
-    if python3 - "$ETCD_URL" "${ETCD_CA:-}" "${ETCD_CERT:-}" "${ETCD_KEY:-}" <<'PY' 2>/dev/null; then break; fi
+    if python3 - "$ETCD_URL$ready_path" "$ready_body" "${ETCD_CA:-}" "${ETCD_CERT:-}" "${ETCD_KEY:-}" <<'PY' 2>/dev/null; then break; fi
 import ssl, sys, urllib.request
 ctx = None
-if sys.argv[2]:
-    ctx = ssl.create_default_context(cafile=sys.argv[2])
-    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
-urllib.request.urlopen(sys.argv[1] + "/v2/keys/?quorum=true", timeout=1, context=ctx).read()
+if sys.argv[3]:
+    ctx = ssl.create_default_context(cafile=sys.argv[3])
+    ctx.load_cert_chain(sys.argv[4], sys.argv[5])
+data = sys.argv[2].encode() or None
+urllib.request.urlopen(sys.argv[1], data=data, timeout=1, context=ctx).read()
 PY
     sleep 0.1
 done

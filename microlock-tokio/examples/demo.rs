@@ -2,12 +2,12 @@
 //! turn: `acquire` serves waiters first come, first served.
 //!
 //! `cargo run -p microlock-tokio --example demo -- [ETCD_URL] [WORKERS] [ROUNDS]`
-//! (defaults: `http://127.0.0.1:2379`, 4 workers, 3 rounds each). `make demo` starts etcd
-//! for you.
+//! (defaults: `http://127.0.0.1:2379`, 4 workers, 3 rounds each); `MICROLOCK_PROTOCOL=v3`
+//! speaks etcd's v3 API. `make demo` (or `make demo-v3`) starts etcd for you.
 
 use std::time::Duration;
 
-use microlock_tokio::{Error, Etcd, Microlock};
+use microlock_tokio::{Error, Etcd, Microlock, Protocol};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -23,9 +23,15 @@ async fn main() -> Result<(), Error> {
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
     let workers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let etcd = Etcd::new([url.as_str()])?;
+    let protocol = match std::env::var("MICROLOCK_PROTOCOL").as_deref() {
+        Ok("v3") => Protocol::V3,
+        _ => Protocol::V2,
+    };
+    let etcd = Etcd::builder([url.as_str()]).protocol(protocol).build()?;
     let key = format!("microlock-demo/{}", std::process::id());
-    println!("{workers} workers contend for lock {key:?} on {url}, {rounds} turns each");
+    println!(
+        "{workers} workers contend for lock {key:?} on {url} ({protocol:?}), {rounds} turns each"
+    );
 
     let mut tasks = Vec::new();
     for w in 0..workers {
