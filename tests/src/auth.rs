@@ -249,6 +249,95 @@ pub fn is_unauthorized(r: &RawResponse) -> bool {
         && serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["errorCode"] == json!(110))
 }
 
+// ----- etcd v3 authentication (through the JSON gateway) -------------------------------------
+
+/// One v3 gateway call (`POST path` with the JSON `body`), with `token` as `Authorization` when
+/// given. Panics on I/O errors.
+pub fn v3_call(url: &str, token: Option<&str>, path: &str, body: &Value) -> RawResponse {
+    let body = body.to_string();
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(token) = token {
+        headers.push(("Authorization", token));
+    }
+    try_raw_request_with_headers(url, "POST", path, Some(&body), &headers, READ_TIMEOUT)
+        .unwrap_or_else(|e| panic!("POST {url}{path} failed: {e}"))
+}
+
+/// A v3 token for `creds` (`/v3/auth/authenticate`).
+///
+/// # Panics
+/// When etcd refuses.
+pub fn v3_token(url: &str, creds: Creds<'_>) -> String {
+    let body = json!({ "name": creds.user, "password": creds.password });
+    let r = expect_2xx(
+        v3_call(url, None, "/v3/auth/authenticate", &body),
+        "v3 authenticate",
+    );
+    let answer: Value = serde_json::from_str(&r.text()).expect("authenticate answers JSON");
+    answer["token"]
+        .as_str()
+        .expect("authenticate answers a token")
+        .to_owned()
+}
+
+/// Adds `user` with `password` and a role of the same name granting read and write on every
+/// key starting with `prefix` (v3). Before [`enable_v3_auth`], or with `root`'s token after.
+///
+/// # Panics
+/// When etcd refuses a step.
+pub fn add_v3_prefix_user(
+    url: &str,
+    token: Option<&str>,
+    user: &str,
+    password: &str,
+    prefix: &str,
+) {
+    let end = {
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut().expect("a non-empty prefix") += 1;
+        end
+    };
+    let steps = [
+        (
+            "/v3/auth/user/add",
+            json!({ "name": user, "password": password }),
+        ),
+        ("/v3/auth/role/add", json!({ "name": user })),
+        (
+            "/v3/auth/role/grant",
+            json!({ "name": user, "perm": { "permType": "READWRITE",
+                    "key": base64(prefix.as_bytes()), "range_end": base64(&end) } }),
+        ),
+        ("/v3/auth/user/grant", json!({ "user": user, "role": user })),
+    ];
+    for (path, body) in steps {
+        expect_2xx(v3_call(url, token, path, &body), path);
+    }
+}
+
+/// Turns v3 authentication on: creates `root` (role `root`) with `root_password`, then enables
+/// auth. Afterwards a request without a token gets `user name is empty`.
+///
+/// # Panics
+/// When etcd refuses a step.
+pub fn enable_v3_auth(url: &str, root_password: &str) {
+    let steps = [
+        (
+            "/v3/auth/user/add",
+            json!({ "name": "root", "password": root_password }),
+        ),
+        ("/v3/auth/role/add", json!({ "name": "root" })),
+        (
+            "/v3/auth/user/grant",
+            json!({ "user": "root", "role": "root" }),
+        ),
+        ("/v3/auth/enable", json!({})),
+    ];
+    for (path, body) in steps {
+        expect_2xx(v3_call(url, None, path, &body), path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::base64;

@@ -271,6 +271,106 @@ macro_rules! secured_suite {
                 drop(server);
             }
 
+            /// etcd v3 authentication on an etcd of its own (v3 only): a user whose role
+            /// covers `locks/`; its token refreshed when etcd refuses it; every refusal typed.
+            #[$test]
+            async fn v3_authentication_token_refresh_and_permissions() {
+                use $ml::Protocol;
+                let server = rt::blocking(|| {
+                    let server = EtcdServer::start_v3_only();
+                    let url = server.client_url();
+                    auth::add_v3_prefix_user(&url, None, "alice", "alice-pw", "locks/");
+                    auth::enable_v3_auth(&url, "root-pw");
+                    server
+                })
+                .await;
+                let url = server.client_url();
+                let v3 = |user: Option<(&str, &str)>| {
+                    let builder = Etcd::builder([&url]).protocol(Protocol::V3);
+                    match user {
+                        Some((user, password)) => builder.user(user, password),
+                        None => builder,
+                    }
+                    .build()
+                    .unwrap()
+                };
+                let alice = v3(Some(("alice", "alice-pw")));
+
+                // Inside the prefix: the whole life of a lock, a waiting acquire included.
+                let a = Microlock::new(&alice, "locks/job", "a", TTL).unwrap();
+                let b = Microlock::new(&alice, "locks/job", "b", TTL).unwrap();
+                a.lock().await.expect("alice may lock inside locks/");
+                a.renew().await.expect("and renew");
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+                let mut events = b.events();
+                let first = rt::timeout(PATIENCE, events.next()).await.flatten();
+                assert!(
+                    matches!(&first, Some($ml::Event::Locked { holder, .. }) if holder == "a"),
+                    "{first:?}"
+                );
+                let (acquired, released) = tokio::join!(b.acquire(PATIENCE), a.unlock());
+                released.expect("alice may unlock");
+                acquired.expect("a waiter gets the lock when it is released");
+                b.unlock().await.unwrap();
+
+                // Root sets alice's password again: every token alice got before is invalid
+                // from now on ("invalid auth token")...
+                let old = auth::v3_token(&url, auth::Creds::new("alice", "alice-pw"));
+                let root = auth::v3_token(&url, auth::Creds::root("root-pw"));
+                let changepw = serde_json::json!({ "name": "alice", "password": "alice-pw" });
+                let r = auth::v3_call(&url, Some(&root), "/v3/auth/user/changepw", &changepw);
+                assert_eq!(r.status, 200, "{}", r.text());
+                let range = serde_json::json!({ "key": auth::base64(b"locks/") });
+                let refused = auth::v3_call(&url, Some(&old), "/v3/kv/range", &range);
+                assert!(refused.text().contains("invalid auth token"), "{}", refused.text());
+                // ...and alice's locks get a new one without a word to their callers.
+                a.lock().await.expect("a lock after alice's password was set again");
+                a.unlock().await.expect("and its unlock");
+
+                // Outside the prefix: permission denied, typed, naming the user and key.
+                let outside = Microlock::new(&alice, "elsewhere/job", "a", TTL).unwrap();
+                match outside.lock().await {
+                    Err(Error::Auth { failure, user, key, .. }) => {
+                        assert_eq!(failure, AuthFailure::PermissionDenied);
+                        assert_eq!(user.as_deref(), Some("alice"));
+                        assert_eq!(key, "elsewhere/job");
+                    }
+                    other => panic!("expected Error::Auth, got {other:?}"),
+                }
+
+                // A wrong password: authentication failed, the password in no output.
+                let wrong = v3(Some(("alice", "not-her-pw")));
+                let lock = Microlock::new(&wrong, "locks/other", "a", TTL).unwrap();
+                let error = lock.lock().await.expect_err("a wrong password is refused");
+                assert!(
+                    matches!(error, Error::Auth { failure: AuthFailure::AuthenticationFailed, .. }),
+                    "{error:?}"
+                );
+                let text = format!("{error} {error:?} {wrong:?}");
+                assert!(!text.contains("not-her-pw"), "the password leaked: {text}");
+                // No credentials: unauthorized, without a user.
+                let nobody = v3(None);
+                let lock = Microlock::new(&nobody, "locks/other", "a", TTL).unwrap();
+                match lock.lock().await {
+                    Err(Error::Auth { user: None, failure: AuthFailure::Unauthorized, .. }) => {}
+                    other => panic!("expected Error::Auth without a user, got {other:?}"),
+                }
+                drop(server);
+
+                // Credentials for an etcd whose authentication is off: they are not needed.
+                let open = rt::blocking(EtcdServer::start_v3_only).await;
+                let etcd = Etcd::builder([open.client_url()])
+                    .protocol(Protocol::V3)
+                    .user("alice", "alice-pw")
+                    .build()
+                    .unwrap();
+                let lock = Microlock::new(&etcd, "locks/job", "a", TTL).unwrap();
+                lock.lock().await.expect("a lock where authentication is off");
+                lock.unlock().await.unwrap();
+                lock.lock().await.unwrap();
+                lock.unlock().await.unwrap();
+            }
+
             /// `Etcd::from_env` reads each `ETCDCTL_*` variable. The only test of this binary
             /// that touches the environment.
             #[$test]
