@@ -38,7 +38,7 @@
 //! from `own_etcd()` and `own_cluster(n)`. What the test itself reads or writes directly
 //! (`inspect::...`, watcher counts) goes to `url()` / `server.client_url()`: plain HTTP in
 //! every flavour (a TLS etcd keeps a plain side channel). Only the `holder` process of
-//! `paused_holder_loses_the_lock...` (a separate binary taking a URL: `holder`, `holder_v3`)
+//! `paused_holder_loses_the_lock...` (a separate binary taking a URL and the protocol: `holder`)
 //! stays on plain HTTP.
 
 /// Expands to one `#[test]` per conformance case for the given adapter (add `, tls` for the
@@ -895,8 +895,8 @@ macro_rules! conformance_suite {
         /// and the watch reports a plain `DELETE`. `Unlocked { expired }` is always false.
         const EXPIRY_IS_TOLD: bool = false;
 
-        /// The lock holder process of `paused_holder_loses_the_lock...`, speaking v3.
-        const HOLDER_EXE: &str = env!("CARGO_BIN_EXE_holder_v3");
+        /// The lock holder process of `paused_holder_loses_the_lock...` (told to speak v3).
+        const HOLDER_EXE: &str = env!("CARGO_BIN_EXE_holder");
 
         /// The node id holding `key` at the member at `url` (v3: the value of the key with the
         /// lowest create revision under `KEY/`).
@@ -2172,6 +2172,7 @@ macro_rules! conformance_suite {
                 let key = unique_key("paused");
                 let mut child = std::process::Command::new(HOLDER_EXE)
                     .args([stringify!($ml), &url(), &key, "paused-holder", "2"])
+                    .arg(format!("{PROTOCOL:?}"))
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .expect("holder process");
