@@ -5,10 +5,10 @@
 //! A partial never buffers more than [`MAX_RESPONSE_BYTES`] + 1 body bytes: a push that would
 //! pass that stops there and reports the overflow, and the machine settles the request at once
 //! (the same `Error::Protocol` as a whole oversized body) and cancels it, so the adapter stops
-//! reading. v2 answers are read whole at their end ([`Partial::into_response`]); an answer made
-//! of lines (the v3 gateway's watch: one JSON message per line, forever) is consumed line by
-//! line as it arrives ([`Partial::take_line`]), which frees room for the next: the bound is
-//! then per message, not per response.
+//! reading. Such answers are read whole at their end ([`Partial::into_response`]). An answer
+//! made of lines that may never end (the v3 gateway's watch: one JSON message per line) is not
+//! kept here but in a [`WatchStream`](crate::wire::v3::WatchStream), which hands over each line
+//! as it completes: the bound is then per message.
 
 use std::collections::BTreeMap;
 
@@ -47,8 +47,6 @@ impl Incoming {
         self.partial.entry(id).or_insert_with(|| Partial {
             head,
             body: Vec::new(),
-            start: 0,
-            scanned: 0,
         });
     }
 
@@ -72,11 +70,9 @@ impl Incoming {
         let Some(partial) = self.partial.get_mut(&id) else {
             return Pushed::Unknown;
         };
-        if partial.buffered().is_empty() {
+        if partial.body.is_empty() {
             body.truncate(MAX_BUFFERED);
             partial.body = body;
-            partial.start = 0;
-            partial.scanned = 0;
         } else {
             partial.push(&body);
         }
@@ -85,12 +81,6 @@ impl Incoming {
         } else {
             Pushed::Buffered
         }
-    }
-
-    /// The partial response of request `id`, to consume lines from as they arrive.
-    #[cfg_attr(not(test), allow(dead_code))] // for the v3 gateway's watch
-    pub(crate) fn get_mut(&mut self, id: RequestId) -> Option<&mut Partial> {
-        self.partial.get_mut(&id)
     }
 
     /// Ends request `id`'s partial response: what was received, if it had begun.
@@ -106,73 +96,33 @@ impl Incoming {
     /// How many body bytes are buffered in all (for tests).
     #[cfg(test)]
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.partial.values().map(|p| p.buffered().len()).sum()
+        self.partial.values().map(|p| p.body.len()).sum()
     }
 }
 
-/// One response being received: its head and the body bytes not consumed yet.
+/// One response being received: its head and the body bytes so far.
 #[derive(Debug)]
 pub(crate) struct Partial {
     head: Parts,
     body: Vec<u8>,
-    /// Bytes before it were consumed ([`take_line`](Partial::take_line)).
-    start: usize,
-    /// Bytes before it hold no line end (from `start`).
-    scanned: usize,
 }
 
 impl Partial {
-    /// The bytes received and not consumed.
-    fn buffered(&self) -> &[u8] {
-        &self.body[self.start..]
-    }
-
     /// Whether more than [`MAX_RESPONSE_BYTES`] are buffered.
     fn is_over(&self) -> bool {
-        self.buffered().len() > MAX_RESPONSE_BYTES
+        self.body.len() > MAX_RESPONSE_BYTES
     }
 
-    /// Appends as much of `chunk` as fits under [`MAX_BUFFERED`]; returns how much it took.
-    /// (A consumer of lines pushes the rest after taking lines.)
-    fn push(&mut self, chunk: &[u8]) -> usize {
-        if self.start > 0 {
-            // Consumed bytes go before new ones come: the buffer never grows past the bound.
-            self.body.drain(..self.start);
-            self.scanned -= self.start;
-            self.start = 0;
-        }
+    /// Appends as much of `chunk` as fits under [`MAX_BUFFERED`].
+    fn push(&mut self, chunk: &[u8]) {
         let take = chunk
             .len()
             .min(MAX_BUFFERED.saturating_sub(self.body.len()));
         self.body.extend_from_slice(&chunk[..take]);
-        take
     }
 
-    /// The next complete line (without its `\n`, nor a `\r` before it), consumed; `None` until
-    /// one has arrived whole.
-    #[cfg_attr(not(test), allow(dead_code))] // for the v3 gateway's watch
-    pub(crate) fn take_line(&mut self) -> Option<Vec<u8>> {
-        let from = self.start.max(self.scanned);
-        let Some(at) = self.body[from..].iter().position(|&b| b == b'\n') else {
-            self.scanned = self.body.len();
-            return None;
-        };
-        let end = from + at;
-        let mut line = &self.body[self.start..end];
-        if let Some(trimmed) = line.strip_suffix(b"\r") {
-            line = trimmed;
-        }
-        let line = line.to_vec();
-        self.start = end + 1;
-        self.scanned = self.start;
-        Some(line)
-    }
-
-    /// The response as received: its head and the bytes not consumed.
-    fn into_response(mut self) -> Response<Vec<u8>> {
-        if self.start > 0 {
-            self.body.drain(..self.start);
-        }
+    /// The response as received.
+    fn into_response(self) -> Response<Vec<u8>> {
         Response::from_parts(self.head, self.body)
     }
 }
@@ -230,33 +180,5 @@ mod tests {
         let large = vec![b' '; 3 * MAX_RESPONSE_BYTES];
         assert_eq!(incoming.push_owned(owned, large), Pushed::Overflow);
         assert_eq!(incoming.finish(owned).unwrap().body().len(), MAX_BUFFERED);
-    }
-
-    #[test]
-    fn lines_are_taken_as_they_complete_and_free_room() {
-        let mut incoming = Incoming::default();
-        let id = RequestId::from_raw(7);
-        incoming.begin(id, head());
-        let mut lines = Vec::new();
-        for piece in [&b"{\"a\":"[..], b"1}\r\n{\"b\"", b":2}\n", b"\n{\"c\":3"] {
-            assert_eq!(incoming.push(id, piece), Pushed::Buffered);
-            while let Some(line) = incoming.get_mut(id).unwrap().take_line() {
-                lines.push(String::from_utf8(line).unwrap());
-            }
-        }
-        assert_eq!(lines, ["{\"a\":1}", "{\"b\":2}", ""]);
-        assert_eq!(incoming.finish(id).unwrap().body(), b"{\"c\":3");
-        // Many messages, each under the bound, more than the bound in all.
-        incoming.begin(id, head());
-        let line = [vec![b'x'; 1000], vec![b'\n']].concat();
-        let mut taken = 0;
-        for _ in 0..(3 * MAX_RESPONSE_BYTES / line.len()) {
-            assert_eq!(incoming.push(id, &line), Pushed::Buffered);
-            while incoming.get_mut(id).unwrap().take_line().is_some() {
-                taken += 1;
-            }
-            assert!(incoming.buffered_bytes() <= MAX_BUFFERED);
-        }
-        assert_eq!(taken, 3 * MAX_RESPONSE_BYTES / line.len());
     }
 }
