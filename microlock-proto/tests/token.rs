@@ -269,3 +269,49 @@ fn without_credentials_a_required_token_is_unauthorized() {
         done.result
     );
 }
+
+/// etcd 3.5 cancels a watch whose token expired with "permission denied" (3.4: "invalid auth
+/// token"): the token is dropped, so that the watch's next read authenticates first.
+#[test]
+fn a_watch_cancelled_for_its_token_gets_a_new_one() {
+    let now = Instant::now();
+    let (mut lock, _grant) = authenticated(now, "AAAAAAAAAAAAAAAA.1");
+    lock.set_watching(true, now);
+    let (read, request) = one(&mut lock);
+    assert_eq!(path(&request), "/v3/kv/range");
+    assert_eq!(token_of(&request), Some("AAAAAAAAAAAAAAAA.1"));
+    lock.handle_response(read, answer(200, &format!("{{{HEADER}}}")), now);
+    let (watch, request) = one(&mut lock);
+    assert_eq!(path(&request), "/v3/watch");
+    assert_eq!(token_of(&request), Some("AAAAAAAAAAAAAAAA.1"));
+    let (head, ()) = Response::builder()
+        .status(200)
+        .body(())
+        .unwrap()
+        .into_parts();
+    lock.handle_response_head(watch, head, now);
+    let cancelled = format!(
+        r#"{{"result":{{{HEADER},"created":true,"canceled":true,"cancel_reason":"rpc error: code = PermissionDenied desc = etcdserver: permission denied"}}}}"#
+    );
+    lock.handle_response_body(watch, format!("{cancelled}\n").as_bytes(), now);
+    // The watch reads again (after its back-off), authenticating first.
+    let mut next = None;
+    for _ in 0..10 {
+        if let Some(r) = lock.poll_request() {
+            next = Some(r);
+            break;
+        }
+        let at = lock.poll_timeout().expect("a retry is scheduled");
+        lock.handle_timeout(at);
+    }
+    let (auth, request) = next.expect("a request");
+    assert_eq!(path(&request), "/v3/auth/authenticate");
+    lock.handle_response(auth, token("BBBBBBBBBBBBBBBB.2"), now);
+    let requests: Vec<_> = std::iter::from_fn(|| lock.poll_request()).collect();
+    assert!(
+        requests
+            .iter()
+            .any(|(_, r)| path(r) == "/v3/kv/range" && token_of(r) == Some("BBBBBBBBBBBBBBBB.2")),
+        "{requests:?}"
+    );
+}
