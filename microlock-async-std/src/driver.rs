@@ -130,14 +130,29 @@ pub(crate) async fn run(
     // Where the next turn starts polling the streamed requests (taking turns: an endless body
     // cannot starve the others).
     let mut turn = 0usize;
+    // Whether the channel has closed (every handle dropped). A closed channel is ready at
+    // once and for ever: it is read once (a `Destroy`), never again. The loop may go on after
+    // that: a v3 lock revokes its lease before it stops.
+    let mut closed = false;
+    // Turns taken since the loop last waited (see `BUDGET`).
+    let mut busy = 0usize;
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {
+        busy += 1;
+        if busy > BUDGET {
+            busy = 0;
+            async_std::task::yield_now().await;
+        }
         let next = poll_fn(|cx| {
-            if let Poll::Ready(input) = Pin::new(&mut receiver).poll_next(cx) {
-                // The handles hold senders; were the channel to close, stop.
-                let Input::Command(command) =
-                    input.unwrap_or(Input::Command(DriverCommand::Destroy));
-                return Poll::Ready(Next::Command(command));
+            if !closed {
+                if let Poll::Ready(input) = Pin::new(&mut receiver).poll_next(cx) {
+                    let Some(Input::Command(command)) = input else {
+                        // The handles hold senders: they are all gone. Stop.
+                        closed = true;
+                        return Poll::Ready(Next::Command(DriverCommand::Destroy));
+                    };
+                    return Poll::Ready(Next::Command(command));
+                }
             }
             for i in 0..rt.requests.len() {
                 if let Exchange::Whole(exchange) = &mut rt.requests[i].1 {
@@ -173,6 +188,7 @@ pub(crate) async fn run(
                     }
                 }
             }
+            busy = 0; // the loop waits
             Poll::Pending
         });
         flow = match next.await {
@@ -195,6 +211,12 @@ pub(crate) async fn run(
     receiver.close();
     while receiver.try_recv().is_ok() {}
 }
+
+/// How many turns the loop takes in a row, each on an input that was ready at once, before it
+/// lets its thread run other tasks (as tokio's cooperative budget does for its tasks): an input
+/// that is always ready (a flood of commands, a body that never pauses) cannot hold an executor
+/// thread for ever.
+const BUDGET: usize = 64;
 
 /// One timer for every deadline. Arming an async-io timer wakes the thread that polls the
 /// reactor, so it is armed again only for an earlier deadline: for a later one (each new

@@ -28,7 +28,7 @@
 //! [`microlock_proto::driver::Driver`].
 //!
 //! Upstream async-std is deprecated in favour of [smol](https://docs.rs/smol). The part of this
-//! crate that is specific to a runtime is small: its driver (`driver.rs`) is about 330 lines of
+//! crate that is specific to a runtime is small: its driver (`driver.rs`) is about 430 lines of
 //! code (the loop, and its sharing with the callers waiting for an answer: a caller in
 //! `block_on` is off the executor's threads, and reads its answer itself rather than wait for a
 //! wake-up from one), the whole crate about 850 (the public API, the same as microlock-tokio's,
@@ -159,7 +159,6 @@ impl Etcd {
 
 impl FromSettings for Etcd {
     fn from_settings(settings: Settings) -> Result<Etcd, Error> {
-        refuse_v3(settings.protocol())?;
         Ok(Etcd {
             members: SharedMembers::new(std::sync::Mutex::new(Members::new(
                 settings.endpoints().to_vec(),
@@ -180,8 +179,9 @@ impl Default for Etcd {
 /// A lock client for one key and one node id (microlock's `new Microlock(etcd, key, id, ttl)`).
 ///
 /// Dropping it (or calling [`destroy`](Microlock::destroy)) stops its driver task, cancels its
-/// requests and ends its event streams. It does not release the key in etcd: call
-/// [`unlock`](Microlock::unlock) for that, or let the TTL run out.
+/// requests and ends its event streams. On etcd v2 it does not release the key: call
+/// [`unlock`](Microlock::unlock) for that, or let the TTL run out. On v3 the lock's lease is
+/// revoked first, and its keys (held or waiting) go with it.
 #[derive(Debug)]
 pub struct Microlock {
     inputs: Sender<Input>,
@@ -214,7 +214,6 @@ impl Microlock {
     /// ```
     pub fn with_config(etcd: &Etcd, config: Config) -> Result<Microlock, Error> {
         let config = etcd.settings.apply(config)?;
-        refuse_v3(config.protocol())?;
         let (inputs, receiver) = channel::unbounded();
         let machine = Lock::new(config.clone());
         let shared = Shared::default();
@@ -448,20 +447,5 @@ impl Drop for Events {
     fn drop(&mut self) {
         self.receiver.close();
         let _ = self.inputs.try_send(Input::Command(Command::Unsubscribed));
-    }
-}
-
-/// `Protocol::V3` is not offered by this adapter yet: its v3 conformance run (the streamed
-/// watches of a waiting acquire and of auto-renewed holds) does not pass, so it is refused
-/// with a typed error rather than offered half-working. microlock-tokio speaks v3.
-fn refuse_v3(protocol: Protocol) -> Result<(), Error> {
-    match protocol {
-        Protocol::V2 => Ok(()),
-        _ => Err(Error::InvalidOption {
-            option: "protocol".to_owned(),
-            reason: "Protocol::V3 is not available on microlock-async-std yet; use \
-                     microlock-tokio, or Protocol::V2"
-                .to_owned(),
-        }),
     }
 }

@@ -146,10 +146,15 @@ pub(crate) async fn run(
         members,
     };
     let mut driver = Driver::new(lock);
+    // Whether the channel has closed (every handle dropped): a closed channel is ready at once
+    // and for ever, so it is read once (a `Destroy`), never again. The loop may go on after
+    // that: a v3 lock revokes its lease before it stops.
+    let mut closed = false;
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {
         flow = tokio::select! {
-            command = commands.recv() => {
+            command = commands.recv(), if !closed => {
+                closed = command.is_none();
                 let command = command.unwrap_or(DriverCommand::Destroy);
                 driver.command(&mut rt, command, now())
             }

@@ -169,8 +169,9 @@ impl Default for Etcd {
 /// A lock client for one key and one node id (microlock's `new Microlock(etcd, key, id, ttl)`).
 ///
 /// Dropping it (or calling [`destroy`](Microlock::destroy)) stops its driver task, cancels its
-/// requests and ends its event streams. It does not release the key in etcd: call
-/// [`unlock`](Microlock::unlock) for that, or let the TTL run out.
+/// requests and ends its event streams. On etcd v2 it does not release the key: call
+/// [`unlock`](Microlock::unlock) for that, or let the TTL run out. On v3 the lock's lease is
+/// revoked first, and its keys (held or waiting) go with it.
 #[derive(Debug)]
 pub struct Microlock {
     commands: mpsc::UnboundedSender<Command>,

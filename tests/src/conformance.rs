@@ -1147,6 +1147,44 @@ macro_rules! conformance_suite {
             println!("{}: key gone {took:?} after destroy()", stringify!($ml));
         }
 
+        /// Dropping a holding lock's only handle (no `destroy()`, no events stream: its
+        /// driver's channel closes) ends it the same way: the lease is revoked, so the key goes
+        /// at once, not after its TTL. Four at once, more than the executor threads of a 2-core
+        /// machine: a driver that, its handles gone, spun on its closed channel while the
+        /// revoke was in flight held a thread each and froze the runtime. Bound: each drop
+        /// seen by another client's events stream within PATIENCE (15 s) of a 30 s lease.
+        #[$test]
+        async fn v3_dropping_a_holding_lock_revokes_its_lease() {
+            let etcd = client();
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                let key = unique_key("v3-drop");
+                let holder = Microlock::new(&etcd, &key, "node-a", LONG).unwrap();
+                let observer = Microlock::new(&etcd, &key, "observer", LONG).unwrap();
+                let mut events = observer.events();
+                holder.lock().await.unwrap();
+                assert_locked(&next_event(&mut events).await, "node-a");
+                let lease = inspect::v3_keys(&url(), &key)[0].lease;
+                held.push((holder, observer, events, key, lease));
+            }
+            let dropped = std::time::Instant::now();
+            let watching: Vec<_> = (held.into_iter())
+                .map(|(holder, observer, events, key, lease)| {
+                    drop(holder);
+                    (observer, events, key, lease)
+                })
+                .collect();
+            for (_observer, mut events, key, lease) in watching {
+                assert_unlocked(&next_event(&mut events).await, "node-a", false);
+                assert_eq!(stored(&key), None, "the key went with its lease");
+                assert_eq!(inspect::v3_lease_ttl(&url(), lease), None, "revoked");
+            }
+            let took = dropped.elapsed();
+            assert!(took < LONG, "revoked, not expired: {took:?}");
+            let ml = stringify!($ml);
+            println!("{ml}: four keys gone {took:?} after their locks were dropped");
+        }
+
         /// A hold whose lease ran out (no auto-renew) is lost; the next `lock()` grants a new
         /// lease (a new key name) and holds. So does one after the lease the handle keeps
         /// between holds ran out while idle. Bound: each lease gone within its TTL (2 s) plus
@@ -1407,6 +1445,11 @@ macro_rules! conformance_suite {
             assert!(members.failures(0) > 0, "{members:?}");
             let d = Microlock::new(&etcd_c, &key, "node-d", TTL).unwrap();
             assert!(matches!(d.lock().await, Err(Error::AlreadyLocked { .. })));
+            // d's try-lock put a key too: it is removed before d's next command runs (see
+            // `v3_a_try_lock_that_finds_it_held_leaves_no_key`), not before d's answer. Read
+            // through d, so that it is gone before c's release.
+            let read = d.read().await.unwrap().expect("held");
+            assert_eq!(read.node_id, "node-c");
             c.unlock().await.expect("released through a live member");
             assert_eq!(holder_at(&survivor, &key), None);
         }

@@ -3,10 +3,9 @@
 //! an etcd without the v2 API gets the typed error that names the fix.
 //!
 //! Real etcd (`$ETCD_BIN`: 3.4 or 3.5) and the matching real `etcdctl` (see
-//! `microlock_tests::etcdctl`), through microlock-tokio (the async-std adapter runs the same
-//! machine; its instantiation of these cases stalls when several run in one process, which is
-//! being investigated). Every wait is on an event (a lock granted, a
-//! key appearing in the queue, a process exiting) with a generous stated bound.
+//! `microlock_tests::etcdctl`), through both adapters: the same cases (`interop_suite!`) for
+//! microlock-tokio and microlock-async-std. Every wait is on an event (a lock granted, a key
+//! appearing in the queue, a process exiting) with a generous stated bound.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,4 +204,10 @@ interop_suite!(
     microlock_tokio,
     microlock_tests::rt::tokio,
     tokio::test
+);
+interop_suite!(
+    async_std_interop,
+    microlock_async_std,
+    microlock_tests::rt::async_std,
+    async_std::test
 );
