@@ -11,13 +11,19 @@
 //! - `lock_unlock_cycle`: the uncontended cycle on one machine: lock, 201, unlock, 200;
 //! - `watch_event`: one answer to the watch's long poll (alternately a `create` by another
 //!   node and its `compareAndDelete`), the event polled, the next long poll taken.
+//! - `lock_unlock_cycle_v3`: the uncontended cycle on etcd v3 (`Protocol::V3`, the JSON
+//!   gateway) on one machine whose lease is already granted: lock, the acquire txn's answer
+//!   (my key put, and it is the owner), unlock, the release txn's answer (canned copies of
+//!   etcd 3.4.23's gateway answers).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use criterion::{BatchSize, Criterion};
 use microlock_proto::http::Response;
-use microlock_proto::{Config, Event, Lock, Outcome, RequestId};
+use microlock_proto::{Config, Event, Lock, Outcome, Protocol, RequestId};
 
 const KEY: &str = "bench/machine";
 const NODE: &str = "node-1";
@@ -88,6 +94,65 @@ fn not_found(index: u64) -> Response<Vec<u8>> {
     response
 }
 
+/// An etcd 3.4 JSON gateway answer: `200 OK` with the headers the gateway sends, then `body`.
+fn gateway_response(body: String) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(200)
+        .header(
+            "Access-Control-Allow-Headers",
+            "accept, content-type, authorization",
+        )
+        .header(
+            "Access-Control-Allow-Methods",
+            "POST, GET, OPTIONS, PUT, DELETE",
+        )
+        .header("Access-Control-Allow-Origin", "*")
+        .header("Content-Type", "application/json")
+        .header("Grpc-Metadata-Content-Type", "application/grpc")
+        .header("Date", "Mon, 30 Nov 2026 20:39:09 GMT")
+        .header("Content-Length", body.len().to_string())
+        .body(body.into_bytes())
+        .expect("a valid response")
+}
+
+/// Every v3 answer's header, at `revision`.
+fn v3_header(revision: u64) -> String {
+    format!(
+        r#"{{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"{revision}","raft_term":"2"}}"#
+    )
+}
+
+/// The lease the v3 machine is granted.
+const LEASE: i64 = 4111120354096006919;
+
+/// `/v3/lease/grant`'s answer.
+fn granted() -> Response<Vec<u8>> {
+    let header = v3_header(1);
+    gateway_response(format!(
+        r#"{{"header":{header},"ID":"{LEASE}","TTL":"30"}}"#
+    ))
+}
+
+/// The acquire txn's answer at `revision`: my key put, and it is the owner.
+fn taken(revision: u64) -> Response<Vec<u8>> {
+    let (header, key) = (
+        v3_header(revision),
+        BASE64.encode(format!("{KEY}/{LEASE:x}")),
+    );
+    let value = BASE64.encode(NODE);
+    gateway_response(format!(
+        r#"{{"header":{header},"succeeded":true,"responses":[{{"response_put":{{"header":{{"revision":"{revision}"}}}}}},{{"response_range":{{"header":{{"revision":"{revision}"}},"kvs":[{{"key":"{key}","create_revision":"{revision}","mod_revision":"{revision}","version":"1","value":"{value}","lease":"{LEASE}"}}],"count":"1"}}}}]}}"#
+    ))
+}
+
+/// The release txn's answer at `revision`: my key deleted.
+fn released(revision: u64) -> Response<Vec<u8>> {
+    let header = v3_header(revision);
+    gateway_response(format!(
+        r#"{{"header":{header},"succeeded":true,"responses":[{{"response_delete_range":{{"header":{{"revision":"{revision}"}},"deleted":"1"}}}}]}}"#
+    ))
+}
+
 fn config() -> Config {
     Config::new(KEY, NODE, Duration::from_secs(30)).expect("a valid config")
 }
@@ -147,6 +212,50 @@ fn lock_unlock_cycle(c: &mut Criterion, t0: Instant) {
     });
 }
 
+fn lock_unlock_cycle_v3(c: &mut Criterion, t0: Instant) {
+    let mut lock = Lock::new(config().with_protocol(Protocol::V3));
+    // The instant never moves: the lease, granted at t0 with a 30 s TTL, never needs a
+    // keep-alive, so every cycle is the same two requests.
+    let now = t0;
+    let mut revision = 2;
+    let cycle = |lock: &mut Lock, (taken, released)| {
+        lock.lock(now);
+        let id = only_request(lock);
+        lock.handle_response(id, taken, now);
+        let done = lock.poll_completion().expect("locked");
+        assert!(matches!(done.result, Ok(Outcome::Locked(_))));
+        lock.unlock(now);
+        let id = only_request(lock);
+        lock.handle_response(id, released, now);
+        let done = lock.poll_completion().expect("unlocked");
+        assert!(matches!(done.result, Ok(Outcome::Unlocked)));
+    };
+    // The first lock grants the lease.
+    lock.lock(now);
+    let id = only_request(&mut lock);
+    lock.handle_response(id, granted(), now);
+    let id = only_request(&mut lock);
+    lock.handle_response(id, taken(revision), now);
+    assert!(matches!(
+        lock.poll_completion().expect("locked").result,
+        Ok(Outcome::Locked(_))
+    ));
+    lock.unlock(now);
+    let id = only_request(&mut lock);
+    lock.handle_response(id, released(revision + 1), now);
+    lock.poll_completion().expect("unlocked");
+    c.bench_function("lock_unlock_cycle_v3", |b| {
+        b.iter_batched(
+            || {
+                revision += 2;
+                (taken(revision), released(revision + 1))
+            },
+            |answers| cycle(&mut lock, answers),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 fn watch_event(c: &mut Criterion, t0: Instant) {
     let mut lock = Lock::new(config());
     lock.set_watching(true, t0);
@@ -188,5 +297,6 @@ fn main() {
     lock_201(&mut c, t0);
     lock_unlock_cycle(&mut c, t0);
     watch_event(&mut c, t0);
+    lock_unlock_cycle_v3(&mut c, t0);
     c.final_summary();
 }

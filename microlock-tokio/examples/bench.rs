@@ -1,52 +1,121 @@
-//! No hidden cost: the uncontended lock+unlock cycle of `microlock-tokio` against the same two
-//! HTTP requests sent by a bare keep-alive hyper client, on the same etcd, in one run.
+//! No hidden cost: the uncontended lock+unlock cycle of `microlock-tokio` against the same
+//! HTTP requests sent by a bare keep-alive hyper client, on the same etcd, in one run, for
+//! both protocols:
+//!
+//! - **v2** (the keys API): `PUT ?prevExist=false` then `DELETE ?prevValue`;
+//! - **v3** (the JSON gateway, `Protocol::V3`): the acquire txn (put my key under my lease if
+//!   absent, read the owner) then the release txn (delete my key if its create revision is the
+//!   hold's), with a lease granted once and kept alive when a third of its TTL has passed —
+//!   what microlock does; the floor sends the same bodies and headers (`examples/floor/v3.rs`).
 //!
 //! `cargo run --release -p microlock-tokio --example bench -- [ETCD_URL] [CYCLES] [ROUNDS]`
-//! (`make bench` starts a throw-away etcd). The two clients alternate round by round so that
-//! etcd's own drift (compaction, fsync latency) hits both alike; the figure per client is the
-//! median of its rounds' mean cycle time.
+//! (`make bench` starts a throw-away etcd). The four clients (microlock and bare hyper, v2 and
+//! v3, each with its own connections) take turns round by round, each protocol's pair next to
+//! each other and the order changing every round, so that etcd's own drift (compaction, fsync
+//! latency) and the machine's load hit all alike; the figure per client is the median of its
+//! rounds' mean cycle time. v3 ÷ v2 compares the protocols in the same run. Beside it, the
+//! CPU time this process spent per cycle (the median of the rounds): the runtime is
+//! single-threaded, so it is each client's own cost, without etcd's time.
 //!
-//! With an `https://` URL both clients speak mutual TLS (rustls, one rustls configuration for
-//! both) with the CA, certificate and key named by `ETCD_CA`, `ETCD_CERT` and `ETCD_KEY`
+//! With an `https://` URL every client speaks mutual TLS (rustls, one rustls configuration for
+//! all) with the CA, certificate and key named by `ETCD_CA`, `ETCD_CERT` and `ETCD_KEY`
 //! (`WITH_ETCD_TLS=1 .ci/with-etcd.sh` sets them): bare hyper over hyper-rustls is the floor.
 //!
 //! `--json FILE` (anywhere in the arguments) also writes the figures there, for `make bench`'s
-//! report (`examples/report.rs`).
+//! report (`examples/report/`): the v2 figures at the top level (as `async_std_bench` writes
+//! them), the v3 ones under `v3`.
+
+#[allow(dead_code)] // shared with handoff.rs, which uses the waiting locks
+mod floor;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use microlock_tokio::{Etcd, Microlock};
+use microlock_tokio::{Etcd, Microlock, Protocol};
+use serde_json::json;
+
+use floor::Result;
+
+const TTL_SECONDS: u64 = 30;
+const NODE_ID: &str = "bench-node";
+
+type Http = floor::Http<HttpsConnector<HttpConnector>>;
+
+/// A client: microlock (v2 or v3, as its handle says), or a floor.
+enum Cycler {
+    Microlock(Microlock),
+    BareV2 { http: Http, key_url: String },
+    BareV3(floor::v3::Cycle<HttpsConnector<HttpConnector>>),
+}
+
+impl Cycler {
+    async fn cycle(&mut self) -> Result<()> {
+        match self {
+            Cycler::Microlock(lock) => {
+                lock.lock().await?;
+                lock.unlock().await?;
+            }
+            Cycler::BareV2 { http, key_url } => {
+                floor::v2::cycle(http, key_url, NODE_ID, TTL_SECONDS).await?
+            }
+            Cycler::BareV3(bare) => bare.cycle().await?,
+        }
+        Ok(())
+    }
+
+    /// The mean time of `cycles` cycles, and the mean CPU time this thread spent on them.
+    async fn run(&mut self, cycles: u32) -> Result<(Duration, Duration)> {
+        let (t, cpu) = (Instant::now(), thread_cpu());
+        for _ in 0..cycles {
+            self.cycle().await?;
+        }
+        Ok((
+            t.elapsed() / cycles,
+            thread_cpu().saturating_sub(cpu) / cycles,
+        ))
+    }
+}
+
+/// The CPU time this thread has run (Linux's `/proc/thread-self/schedstat`, nanoseconds; zero
+/// elsewhere). The runtime is single-threaded: the clients' own work, hyper's and microlock's
+/// tasks included, all runs on this thread.
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<()> {
     let (mut args, json) = split_json_flag(std::env::args().skip(1))?;
     let url = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:2379".into());
+    let url = url.trim_end_matches('/').to_owned();
     let cycles: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(9);
 
     let tls = url.starts_with("https://");
-    let mut builder = Etcd::builder([url.as_str()]);
-    if tls {
-        let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
-        builder = builder
-            .ca_file(var("ETCD_CA")?)
-            .client_cert_files(var("ETCD_CERT")?, var("ETCD_KEY")?);
-    }
-    let etcd = builder.build()?;
-    let lock = Microlock::new(
-        &etcd,
-        "bench/microlock",
-        "bench-node",
-        Duration::from_secs(30),
-    )?;
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let etcd = |protocol: Protocol| -> Result<Etcd> {
+        let mut builder = Etcd::builder([url.as_str()]).protocol(protocol);
+        if tls {
+            builder = builder
+                .ca_file(var("ETCD_CA")?)
+                .client_cert_files(var("ETCD_CERT")?, var("ETCD_KEY")?);
+        }
+        Ok(builder.build()?)
+    };
+    let ttl = Duration::from_secs(TTL_SECONDS);
+    // Each client its own handle or pool, so its own connections.
+    let microlock_v2 = Microlock::new(&etcd(Protocol::V2)?, "bench/microlock", NODE_ID, ttl)?;
+    let microlock_v3 = Microlock::new(&etcd(Protocol::V3)?, "bench/microlock3", NODE_ID, ttl)?;
     // The floor: hyper's pooled client, over the same rustls configuration when TLS.
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -71,96 +140,106 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let bare = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
-    let bare_key = format!("{url}/v2/keys/bench/bare");
-
-    let bare_cycle = || async {
-        let put = Request::builder()
-            .method(Method::PUT)
-            .uri(format!("{bare_key}?prevExist=false"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from_static(b"value=bench-node&ttl=30")))?;
-        let r = bare.request(put).await?;
-        assert_eq!(r.status(), 201);
-        r.into_body().collect().await?;
-        let delete = Request::builder()
-            .method(Method::DELETE)
-            .uri(format!("{bare_key}?prevValue=bench-node"))
-            .body(Full::new(Bytes::new()))?;
-        let r = bare.request(delete).await?;
-        assert_eq!(r.status(), 200);
-        r.into_body().collect().await?;
-        Ok::<(), Box<dyn std::error::Error>>(())
+    let bare = || Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector.clone());
+    let bare_v2 = Cycler::BareV2 {
+        http: bare(),
+        key_url: format!("{url}/v2/keys/bench/bare"),
     };
+    // A prefix as long as microlock's, so that the bodies are as long.
+    let bare_v3 = floor::v3::Cycle::new(bare(), &url, "bench/bare-hyper", NODE_ID, TTL_SECONDS);
+    // [microlock v2, bare v2, microlock v3, bare v3]
+    let mut clients = [
+        Cycler::Microlock(microlock_v2),
+        bare_v2,
+        Cycler::Microlock(microlock_v3),
+        Cycler::BareV3(bare_v3.await?),
+    ];
 
-    // Warm up both (connections, etcd caches).
+    // Warm up all (connections, etcd caches, microlock's lease).
     for _ in 0..20 {
-        lock.lock().await?;
-        lock.unlock().await?;
-        bare_cycle().await?;
-    }
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let run_ours = || async {
-            let t = Instant::now();
-            for _ in 0..cycles {
-                lock.lock().await?;
-                lock.unlock().await?;
-            }
-            Ok::<_, Box<dyn std::error::Error>>(t.elapsed() / cycles)
-        };
-        let run_bare = || async {
-            let t = Instant::now();
-            for _ in 0..cycles {
-                bare_cycle().await?;
-            }
-            Ok::<_, Box<dyn std::error::Error>>(t.elapsed() / cycles)
-        };
-        if round % 2 == 0 {
-            ours.push(run_ours().await?);
-            theirs.push(run_bare().await?);
-        } else {
-            theirs.push(run_bare().await?);
-            ours.push(run_ours().await?);
+        for client in &mut clients {
+            client.cycle().await?;
         }
     }
-    ours.sort();
-    theirs.sort();
-    let (m_ours, m_bare) = (ours[rounds / 2], theirs[rounds / 2]);
-    let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut cpu: [Vec<Duration>; 4] = Default::default();
+    for round in 0..rounds {
+        // Each protocol's pair back to back; which protocol first, and which of a pair
+        // first, changes every round (all four orders in four rounds).
+        let protocols = if round % 2 == 0 { [0, 2] } else { [2, 0] };
+        let microlock_first = (round / 2) % 2 == 0;
+        for pair in protocols {
+            let order = if microlock_first {
+                [pair, pair + 1]
+            } else {
+                [pair + 1, pair]
+            };
+            for i in order {
+                let (time, cpu_time) = clients[i].run(cycles).await?;
+                times[i].push(time);
+                cpu[i].push(cpu_time);
+            }
+        }
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let median_of = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let seconds = |rounds: &[Duration]| rounds.iter().map(Duration::as_secs_f64).collect();
+    let median = |i: usize| Duration::from_secs_f64(median_of(seconds(&times[i])));
+    let cpu_median = |i: usize| Duration::from_secs_f64(median_of(seconds(&cpu[i])));
     let over = if tls { " over mutual TLS" } else { "" };
-    println!("lock+unlock cycle{over}, median of {rounds} rounds x {cycles} cycles:");
-    println!(
-        "  microlock-tokio   : {:>9.1} µs",
-        m_ours.as_secs_f64() * 1e6
-    );
-    let floor = if tls {
+    let floor_name = if tls {
         "bare hyper+rustls"
     } else {
         "bare hyper"
     };
-    println!("  {floor:<18}: {:>9.1} µs", m_bare.as_secs_f64() * 1e6);
-    println!("  ratio             : {ratio:.3}");
+    println!("lock+unlock cycle{over}, median of {rounds} rounds x {cycles} cycles:");
+    let mut rows = Vec::new();
+    for (protocol, i) in [("v2", 0), ("v3", 2)] {
+        let (ours, theirs) = (median(i), median(i + 1));
+        let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+        println!(
+            "  {protocol}: microlock-tokio {:>8.1} µs, {floor_name} {:>8.1} µs, ratio {ratio:.3} \
+             (CPU in this process: {:.1} µs, {:.1} µs)",
+            us(ours),
+            us(theirs),
+            us(cpu_median(i)),
+            us(cpu_median(i + 1)),
+        );
+        rows.push(json!({
+            "floor": floor_name,
+            "microlock_us": us(ours),
+            "floor_us": us(theirs),
+            "ratio": ratio,
+            // In the order they ran (round by round, each protocol's pair back to back).
+            "rounds_microlock_us": times[i].iter().map(|d| us(*d)).collect::<Vec<_>>(),
+            "rounds_floor_us": times[i + 1].iter().map(|d| us(*d)).collect::<Vec<_>>(),
+            "microlock_cpu_us": us(cpu_median(i)),
+            "floor_cpu_us": us(cpu_median(i + 1)),
+        }));
+    }
+    let v3_over_v2 = |i: usize| median(i + 2).as_secs_f64() / median(i).as_secs_f64();
+    println!(
+        "  v3 ÷ v2: microlock-tokio {:.3}, {floor_name} {:.3}",
+        v3_over_v2(0),
+        v3_over_v2(1)
+    );
     if let Some(path) = json {
-        let us = |rounds: &[Duration]| {
-            rounds
-                .iter()
-                .map(|d| d.as_secs_f64() * 1e6)
-                .collect::<Vec<_>>()
-        };
-        let report = serde_json::json!({
+        let mut report = json!({
             "bench": "uncontended",
             "adapter": "microlock-tokio",
             "transport": if tls { "mutual TLS" } else { "http" },
-            "floor": floor,
             "cycles": cycles,
             "rounds": rounds,
-            "microlock_us": m_ours.as_secs_f64() * 1e6,
-            "floor_us": m_bare.as_secs_f64() * 1e6,
-            "ratio": ratio,
-            "rounds_microlock_us": us(&ours),
-            "rounds_floor_us": us(&theirs),
+            "ttl_s": TTL_SECONDS,
+            "v3": rows[1],
+            "v3_over_v2": { "microlock": v3_over_v2(0), "floor": v3_over_v2(1) },
         });
+        for (k, v) in rows[0].as_object().expect("an object") {
+            report[k] = v.clone();
+        }
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
     }
     Ok(())
@@ -169,7 +248,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The arguments without `--json FILE`, and FILE.
 fn split_json_flag(
     mut args: impl Iterator<Item = String>,
-) -> Result<(std::vec::IntoIter<String>, Option<String>), String> {
+) -> std::result::Result<(std::vec::IntoIter<String>, Option<String>), String> {
     let (mut rest, mut json) = (Vec::new(), None);
     while let Some(arg) = args.next() {
         if arg == "--json" {

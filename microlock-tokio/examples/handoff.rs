@@ -1,17 +1,25 @@
 //! The contended case: how fast, how fair and how cheap a hand-off is, microlock-tokio against
-//! the bare-HTTP floor, on one etcd.
+//! the bare-HTTP floor, on one etcd, for one protocol (`--protocol v2`, the default, or `v3`).
 //!
-//! `cargo run --release -p microlock-tokio --example handoff -- [ETCD_URL] [--waiters 1,4,16]
-//! [--handoffs 200] [--warmup 20] [--rounds 3] [--hold-ms 1] [--json FILE]`
-//! (`make bench` runs it on a throw-away etcd and puts the figures in `docs/performance.md`).
+//! `cargo run --release -p microlock-tokio --example handoff -- [ETCD_URL] [--protocol v2|v3]
+//! [--waiters 1,4,16] [--handoffs 200] [--warmup 20] [--rounds 3] [--hold-ms 1] [--json FILE]`
+//! (`make bench` runs it for both protocols on a throw-away etcd and puts the figures in
+//! `docs/performance.md`).
 //!
 //! For each W, W+1 tasks (each with its own [`Etcd`] handle, so its own connections, and its
-//! own node id) loop on one key: `acquire` (60 s timeout), hold 1 ms, `unlock`. The floor does
-//! the same with bare hyper (one client per task): `PUT ?prevExist=false` (value=ID, ttl=30);
-//! on `412`, a long poll `GET ?wait=true&waitIndex=<the error's index + 1>` until a release
-//! (`delete`, `compareAndDelete` or `expire`), then the `PUT` again; `DELETE ?prevValue=ID`
-//! releases. A run records `--warmup` holds, then `--handoffs` hand-offs; microlock and the
-//! floor alternate run by run, the rounds repeat, and each figure is the median of its rounds.
+//! own node id) loop on one lock: `acquire` (60 s timeout), hold 1 ms, `unlock`. The floor does
+//! the same with bare hyper (one client per task), the least a waiting lock can do
+//! (`examples/floor/`):
+//! - v2: `PUT ?prevExist=false` (value=ID, ttl=30); on `412`, a long poll
+//!   `GET ?wait=true&waitIndex=<the error's index + 1>` until a release (`delete`,
+//!   `compareAndDelete` or `expire`), then the `PUT` again; `DELETE ?prevValue=ID` releases;
+//! - v3: Go `concurrency.Mutex`'s recipe under a lease (TTL 30 s) granted once per task: the
+//!   txn putting my key if absent and reading the owner; if another owns, the range of the key
+//!   created last before mine and a watch on it until its deletion, then that range again;
+//!   `/v3/kv/deleterange` of my key releases.
+//!
+//! A run records `--warmup` holds, then `--handoffs` hand-offs; microlock and the floor
+//! alternate run by run, the rounds repeat, and each figure is the median of its rounds.
 //!
 //! Per run:
 //! - **hand-off latency to another node**: from the releaser's `unlock` completing to the next
@@ -23,40 +31,40 @@
 //!   max): what an unfair hand-off costs the nodes that lose;
 //! - **re-take share**: the fraction of hand-offs, among those where another node was waiting
 //!   when the holder released, in which the releaser itself took the lock again;
-//! - **etcd requests per acquisition**, from etcd's `/metrics`, read when the hold that opens
-//!   the window and the one that closes it are taken (the window holds `--handoffs`
-//!   acquisitions). On etcd 3.4 the store counters `etcd_debugging_store_reads_total`,
-//!   `..._writes_total` (all `action` labels) and `..._watch_requests_total` count store
-//!   operations, not requests: every v2 keys request also reads `/2/enabled` (the v2 auth
-//!   check, one `get`), so their sum is twice the requests. Requests are counted as
-//!   `etcd_http_received_total` (every method: PUT, DELETE, GET, QGET) plus the watch requests
-//!   (a long poll is not in `etcd_http_received_total`); the store sum is reported beside it,
-//!   and the run checks that it is twice the requests.
+//! - **etcd requests per acquisition**, from etcd's `/metrics` (`examples/etcd_metrics/`: v2,
+//!   `etcd_http_received_total` + the store's watch requests; v3, `grpc_server_started_total`),
+//!   read when the hold that opens the window and the one that closes it are taken (the window
+//!   holds `--handoffs` acquisitions). On v2 the store operations are reported beside them, and
+//!   the run checks that they are twice the requests; on both, etcd's raft proposals (writes).
+
+mod etcd_metrics;
+#[allow(dead_code)] // shared with bench.rs, which uses the uncontended cycles
+mod floor;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use microlock_tokio::{Etcd, Microlock};
+use microlock_tokio::{Etcd, Microlock, Protocol};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T> = std::result::Result<T, Error>;
-type Http = Client<HttpConnector, Full<Bytes>>;
+use etcd_metrics::Counters;
+use floor::Result;
+
+type Http = floor::Http<HttpConnector>;
 
 const TTL_SECONDS: u64 = 30;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Args {
     url: String,
+    /// `"v2"` or `"v3"`.
+    protocol: &'static str,
     waiters: Vec<usize>,
     handoffs: usize,
     warmup: usize,
@@ -68,6 +76,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         url: "http://127.0.0.1:2379".into(),
+        protocol: "v2",
         waiters: vec![1, 4, 16],
         handoffs: 200,
         warmup: 20,
@@ -84,6 +93,13 @@ fn parse_args() -> Result<Args> {
                     .split(',')
                     .map(str::parse)
                     .collect::<std::result::Result<_, _>>()?
+            }
+            "--protocol" => {
+                args.protocol = match value()?.as_str() {
+                    "v2" => "v2",
+                    "v3" => "v3",
+                    other => return Err(format!("--protocol {other}: v2 or v3").into()),
+                }
             }
             "--handoffs" => args.handoffs = value()?.parse()?,
             "--warmup" => args.warmup = value()?.parse()?,
@@ -106,93 +122,6 @@ fn http_client() -> Http {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-/// Sends a request, reads the whole body.
-async fn exchange(http: &Http, method: Method, uri: &str, form: &str) -> Result<(u16, Bytes)> {
-    let mut request = Request::builder().method(method).uri(uri);
-    if !form.is_empty() {
-        request = request.header("content-type", "application/x-www-form-urlencoded");
-    }
-    let request = request.body(Full::new(Bytes::copy_from_slice(form.as_bytes())))?;
-    let response = http.request(request).await?;
-    let status = response.status().as_u16();
-    Ok((status, response.into_body().collect().await?.to_bytes()))
-}
-
-// ----- etcd's counters ---------------------------------------------------------------------
-
-/// What etcd's `/metrics` counts, summed over labels where a counter has some.
-#[derive(Debug, Clone, Default)]
-struct Counters {
-    /// `etcd_debugging_store_reads_total`, all `action`s.
-    reads: f64,
-    /// `etcd_debugging_store_writes_total`, all `action`s (failed writes too).
-    writes: f64,
-    /// `etcd_debugging_store_watch_requests_total`.
-    watches: f64,
-    /// `etcd_http_received_total` by `method` (PUT, DELETE, GET, QGET).
-    received: BTreeMap<String, f64>,
-}
-
-impl Counters {
-    async fn read(http: &Http, url: &str) -> Result<Counters> {
-        let (status, body) = exchange(http, Method::GET, &format!("{url}/metrics"), "").await?;
-        if status != 200 {
-            return Err(format!("GET {url}/metrics: HTTP {status}").into());
-        }
-        let mut counters = Counters::default();
-        for line in std::str::from_utf8(&body)?.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            match name {
-                "etcd_debugging_store_reads_total" => counters.reads += value,
-                "etcd_debugging_store_writes_total" => counters.writes += value,
-                "etcd_debugging_store_watch_requests_total" => counters.watches += value,
-                "etcd_http_received_total" => {
-                    let method = labels
-                        .split("method=\"")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                        .unwrap_or("?");
-                    *counters.received.entry(method.to_owned()).or_default() += value;
-                }
-                _ => {}
-            }
-        }
-        Ok(counters)
-    }
-
-    fn minus(&self, before: &Counters) -> Counters {
-        let mut received = self.received.clone();
-        for (method, n) in &mut received {
-            *n -= before.received.get(method).copied().unwrap_or(0.0);
-        }
-        Counters {
-            reads: self.reads - before.reads,
-            writes: self.writes - before.writes,
-            watches: self.watches - before.watches,
-            received,
-        }
-    }
-
-    /// HTTP requests: every non-watch request etcd received, plus the watches.
-    fn requests(&self) -> f64 {
-        self.received.values().sum::<f64>() + self.watches
-    }
-
-    /// The three store counters' sum.
-    fn store_ops(&self) -> f64 {
-        self.reads + self.writes + self.watches
-    }
-}
-
 // ----- the two clients ---------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,87 +139,52 @@ impl Kind {
     }
 }
 
-/// The bare-HTTP floor: the fewest requests a waiting lock on etcd v2 can make.
-struct Floor {
-    http: Http,
-    key_url: String,
-    id: String,
-}
-
-impl Floor {
-    async fn acquire(&self) -> Result<()> {
-        let form = format!("value={}&ttl={TTL_SECONDS}", self.id);
-        let create = format!("{}?prevExist=false", self.key_url);
-        loop {
-            let (status, body) = exchange(&self.http, Method::PUT, &create, &form).await?;
-            match status {
-                201 => return Ok(()),
-                412 => {}
-                _ => return Err(format!("PUT: HTTP {status}: {body:?}").into()),
-            }
-            let error: Value = serde_json::from_slice(&body)?;
-            let mut wait = error["index"].as_u64().ok_or("412 without an index")? + 1;
-            loop {
-                let uri = format!("{}?wait=true&waitIndex={wait}", self.key_url);
-                let (status, body) = exchange(&self.http, Method::GET, &uri, "").await?;
-                if status != 200 {
-                    break; // e.g. 400 "event index cleared": try the create again
-                }
-                let event: Value = serde_json::from_slice(&body)?;
-                match event["action"].as_str() {
-                    Some("delete" | "compareAndDelete" | "expire") => break,
-                    _ => {
-                        let index = event["node"]["modifiedIndex"].as_u64();
-                        wait = index.ok_or("an event without an index")? + 1;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn release(&self) -> Result<()> {
-        let uri = format!("{}?prevValue={}", self.key_url, self.id);
-        let (status, body) = exchange(&self.http, Method::DELETE, &uri, "").await?;
-        if status != 200 {
-            return Err(format!("DELETE: HTTP {status}: {body:?}").into());
-        }
-        Ok(())
-    }
-}
-
+/// One task's client: microlock (`--protocol`'s), or that protocol's floor.
 enum Node {
     Microlock(Microlock),
-    Floor(Floor),
+    FloorV2(floor::v2::WaitingLock<HttpConnector>),
+    FloorV3(floor::v3::WaitingLock<HttpConnector>),
 }
 
 impl Node {
-    fn new(kind: Kind, url: &str, key: &str, id: &str) -> Result<Node> {
-        Ok(match kind {
-            Kind::Microlock => {
-                let etcd = Etcd::new([url])?;
+    async fn new(kind: Kind, protocol: &str, url: &str, key: &str, id: &str) -> Result<Node> {
+        Ok(match (kind, protocol) {
+            (Kind::Microlock, _) => {
+                let protocol = if protocol == "v3" {
+                    Protocol::V3
+                } else {
+                    Protocol::V2
+                };
+                let etcd = Etcd::builder([url]).protocol(protocol).build()?;
                 let ttl = Duration::from_secs(TTL_SECONDS);
                 Node::Microlock(Microlock::new(&etcd, key, id, ttl)?)
             }
-            Kind::Floor => Node::Floor(Floor {
+            (Kind::Floor, "v3") => Node::FloorV3(
+                floor::v3::WaitingLock::new(http_client(), url, key, id, TTL_SECONDS).await?,
+            ),
+            (Kind::Floor, _) => Node::FloorV2(floor::v2::WaitingLock {
                 http: http_client(),
                 key_url: format!("{url}/v2/keys/{key}"),
                 id: id.to_owned(),
+                ttl: TTL_SECONDS,
             }),
         })
     }
 
-    async fn acquire(&self) -> Result<()> {
+    async fn acquire(&mut self) -> Result<()> {
         match self {
             Node::Microlock(lock) => lock.acquire(ACQUIRE_TIMEOUT).await.map(drop)?,
-            Node::Floor(floor) => floor.acquire().await?,
+            Node::FloorV2(floor) => floor.acquire().await?,
+            Node::FloorV3(floor) => floor.acquire().await?,
         }
         Ok(())
     }
 
-    async fn release(&self) -> Result<()> {
+    async fn release(&mut self) -> Result<()> {
         match self {
             Node::Microlock(lock) => lock.unlock().await?,
-            Node::Floor(floor) => floor.release().await?,
+            Node::FloorV2(floor) => floor.release().await?,
+            Node::FloorV3(floor) => floor.release().await?,
         }
         Ok(())
     }
@@ -326,15 +220,15 @@ struct Run {
 
 impl Run {
     /// One node's loop; a failure stops the whole run.
-    async fn worker(self: Arc<Run>, node_index: usize, node: Node) -> Result<()> {
-        let result = self.turns(node_index, &node).await;
+    async fn worker(self: Arc<Run>, node_index: usize, mut node: Node) -> Result<()> {
+        let result = self.turns(node_index, &mut node).await;
         if result.is_err() {
             let _ = self.stop.send(true);
         }
         result
     }
 
-    async fn turns(&self, node_index: usize, node: &Node) -> Result<()> {
+    async fn turns(&self, node_index: usize, node: &mut Node) -> Result<()> {
         let mut stop = self.stop.subscribe();
         loop {
             let asked = Instant::now();
@@ -382,6 +276,8 @@ impl Run {
 /// What one run measured.
 #[derive(Debug, Clone)]
 struct Measured {
+    /// `"v2"` or `"v3"`: which of etcd's counters are its requests.
+    protocol: &'static str,
     /// Hand-off latencies to another node, sorted.
     latencies: Vec<Duration>,
     /// How long each acquisition of the window waited (from `acquire` called), sorted.
@@ -428,14 +324,17 @@ impl Measured {
         n / self.acquisitions as f64
     }
 
+    fn requests(&self) -> f64 {
+        self.per_acquisition(self.counters.requests(self.protocol))
+    }
+
     fn to_json(&self) -> Value {
         let per = |n| self.per_acquisition(n);
-        let received: serde_json::Map<String, Value> = self
-            .counters
-            .received
-            .iter()
-            .map(|(method, n)| (method.clone(), json!(per(*n))))
-            .collect();
+        let per_kind = |kinds: &BTreeMap<String, f64>| -> serde_json::Map<String, Value> {
+            (kinds.iter())
+                .map(|(kind, n)| (kind.clone(), json!(per(*n))))
+                .collect()
+        };
         json!({
             "handoff_p50_ms": self.p50_ms(),
             "handoff_p99_ms": self.p99_ms(),
@@ -449,19 +348,22 @@ impl Measured {
             "retake_share": self.retake_share(),
             "acquisitions": self.acquisitions,
             "acquisitions_per_s": self.acquisitions as f64 / self.seconds,
-            "requests_per_acquisition": per(self.counters.requests()),
+            "requests_per_acquisition": self.requests(),
+            "requests_by_kind_per_acquisition": per_kind(&self.counters.by_kind(self.protocol)),
+            "proposals_per_acquisition": per(self.counters.proposals),
             "store_ops_per_acquisition": per(self.counters.store_ops()),
             "writes_per_acquisition": per(self.counters.writes),
             "watches_per_acquisition": per(self.counters.watches),
-            "received_per_acquisition": received,
+            "received_per_acquisition": per_kind(&self.counters.received),
         })
     }
 }
 
 async fn run_once(args: &Args, kind: Kind, waiters: usize, round: usize) -> Result<Measured> {
     let key = format!(
-        "bench/handoff/{}-{}-w{waiters}-r{round}",
+        "bench/handoff/{}-{}-{}-w{waiters}-r{round}",
         std::process::id(),
+        args.protocol,
         if kind == Kind::Microlock {
             "microlock"
         } else {
@@ -484,7 +386,8 @@ async fn run_once(args: &Args, kind: Kind, waiters: usize, round: usize) -> Resu
     });
     let mut tasks = Vec::new();
     for node_index in 0..=waiters {
-        let node = Node::new(kind, &args.url, &key, &format!("node-{node_index}"))?;
+        let id = format!("node-{node_index}");
+        let node = Node::new(kind, args.protocol, &args.url, &key, &id).await?;
         tasks.push(tokio::spawn(run.clone().worker(node_index, node)));
     }
     for task in tasks {
@@ -502,6 +405,7 @@ async fn run_once(args: &Args, kind: Kind, waiters: usize, round: usize) -> Resu
         return Err("the metrics window was not recorded".into());
     };
     let mut measured = Measured {
+        protocol: args.protocol,
         latencies: Vec::new(),
         waits: Vec::new(),
         early: 0,
@@ -544,9 +448,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 async fn main() -> Result<()> {
     let args = parse_args()?;
     println!(
-        "hand-off: W+1 tasks (W = {:?}) loop acquire / hold {:?} / unlock; {} warm-up holds, \
-         then {} hand-offs; {} rounds, microlock and the floor alternating",
-        args.waiters, args.hold, args.warmup, args.handoffs, args.rounds
+        "hand-off ({}): W+1 tasks (W = {:?}) loop acquire / hold {:?} / unlock; {} warm-up \
+         holds, then {} hand-offs; {} rounds, microlock and the floor alternating",
+        args.protocol, args.waiters, args.hold, args.warmup, args.handoffs, args.rounds
     );
     let kinds = [Kind::Microlock, Kind::Floor];
     let mut runs: BTreeMap<(usize, usize), Vec<Measured>> = BTreeMap::new();
@@ -563,15 +467,17 @@ async fn main() -> Result<()> {
                     m.p50_ms(),
                     m.p99_ms(),
                     m.retake_share() * 100.0,
-                    m.per_acquisition(m.counters.requests()),
+                    m.requests(),
                     m.acquisitions as f64 / m.seconds,
                 );
-                let twice = m.counters.requests() * 2.0;
-                if (m.counters.store_ops() - twice).abs() > 0.5 + twice * 0.01 {
+                let requests = m.counters.requests(args.protocol);
+                let twice = requests * 2.0;
+                if args.protocol == "v2"
+                    && (m.counters.store_ops() - twice).abs() > 0.5 + twice * 0.01
+                {
                     println!(
-                        "    note: store operations {} != 2 x requests {}",
+                        "    note: store operations {} != 2 x requests {requests}",
                         m.counters.store_ops(),
-                        m.counters.requests()
                     );
                 }
                 runs.entry((waiters, k)).or_default().push(m);
@@ -590,7 +496,8 @@ async fn main() -> Result<()> {
             "handoff_p50_ms": med(&Measured::p50_ms),
             "handoff_p99_ms": med(&Measured::p99_ms),
             "retake_share": med(&Measured::retake_share),
-            "requests_per_acquisition": med(&|m| m.per_acquisition(m.counters.requests())),
+            "requests_per_acquisition": med(&Measured::requests),
+            "proposals_per_acquisition": med(&|m| m.per_acquisition(m.counters.proposals)),
             "store_ops_per_acquisition": med(&|m| m.per_acquisition(m.counters.store_ops())),
             "writes_per_acquisition": med(&|m| m.per_acquisition(m.counters.writes)),
             "watches_per_acquisition": med(&|m| m.per_acquisition(m.counters.watches)),
@@ -622,6 +529,7 @@ async fn main() -> Result<()> {
     if let Some(path) = &args.json {
         let report = json!({
             "bench": "handoff",
+            "protocol": args.protocol,
             "url": args.url,
             "waiters": args.waiters,
             "handoffs": args.handoffs,
@@ -630,7 +538,12 @@ async fn main() -> Result<()> {
             "hold_ms": args.hold.as_secs_f64() * 1e3,
             "ttl_s": TTL_SECONDS,
             "acquire_timeout_s": ACQUIRE_TIMEOUT.as_secs(),
-            "requests_metric": "etcd_http_received_total (all methods) + etcd_debugging_store_watch_requests_total",
+            "requests_metric": if args.protocol == "v3" {
+                "grpc_server_started_total (all grpc_method)"
+            } else {
+                "etcd_http_received_total (all methods) + etcd_debugging_store_watch_requests_total"
+            },
+            "proposals_metric": "etcd_server_proposals_committed_total",
             "store_ops_metric": "etcd_debugging_store_reads_total + etcd_debugging_store_writes_total (all actions) + etcd_debugging_store_watch_requests_total",
             "results": results,
         });
