@@ -105,7 +105,7 @@ demo-async-std:
 # everything against ONE throw-away etcd 3.4 serving plain HTTP and mutual TLS
 # (.ci/bench-etcd.sh), and writes docs/performance.md and docs/performance.svg (JSON results in
 # target/bench/; `target/release/examples/report --render-only` redraws them). A failed step
-# leaves docs/ as it was and fails. About 2 minutes once built.
+# leaves docs/ as it was and fails. About 3 minutes once built.
 bench: etcd
 	$(CARGO) build -q --release -p microlock-tokio --examples
 	$(CARGO) build -q --release -p microlock-async-std --example async_std_bench
