@@ -28,6 +28,18 @@ fn one(lock: &mut Lock) -> (RequestId, Request<Vec<u8>>) {
     r
 }
 
+/// The next request, running the timers (retries, back-offs) until one is sent.
+fn after_timers(lock: &mut Lock) -> (RequestId, Request<Vec<u8>>) {
+    for _ in 0..10 {
+        if let Some(r) = lock.poll_request() {
+            return r;
+        }
+        let at = lock.poll_timeout().expect("a retry is scheduled");
+        lock.handle_timeout(at);
+    }
+    panic!("no request after 10 timers");
+}
+
 fn path(request: &Request<Vec<u8>>) -> &str {
     request.uri().path()
 }
@@ -231,16 +243,7 @@ fn an_authenticate_that_times_out_fails_over() {
     lock.handle_timeout(due);
     assert_eq!(lock.poll_cancel(), Some(auth), "given up on");
     // The next attempt goes to the other member, authenticating there first.
-    let mut next = None;
-    for _ in 0..10 {
-        if let Some(r) = lock.poll_request() {
-            next = Some(r);
-            break;
-        }
-        let at = lock.poll_timeout().expect("a retry is scheduled");
-        lock.handle_timeout(at);
-    }
-    let (_, request) = next.expect("a retry");
+    let (_, request) = after_timers(&mut lock);
     assert_eq!(path(&request), "/v3/auth/authenticate");
     assert_eq!(host(&request), M[1]);
     assert!(lock.poll_completion().is_none(), "still within its budget");
@@ -295,16 +298,7 @@ fn a_watch_cancelled_for_its_token_gets_a_new_one() {
     );
     lock.handle_response_body(watch, format!("{cancelled}\n").as_bytes(), now);
     // The watch reads again (after its back-off), authenticating first.
-    let mut next = None;
-    for _ in 0..10 {
-        if let Some(r) = lock.poll_request() {
-            next = Some(r);
-            break;
-        }
-        let at = lock.poll_timeout().expect("a retry is scheduled");
-        lock.handle_timeout(at);
-    }
-    let (auth, request) = next.expect("a request");
+    let (auth, request) = after_timers(&mut lock);
     assert_eq!(path(&request), "/v3/auth/authenticate");
     lock.handle_response(auth, token("BBBBBBBBBBBBBBBB.2"), now);
     let requests: Vec<_> = std::iter::from_fn(|| lock.poll_request()).collect();

@@ -212,6 +212,26 @@ macro_rules! secured_suite {
                     .expect("the test PKI's files are valid");
             }
 
+            /// `locks/job` through `etcd` (a user allowed `locks/`): lock, renew, contention, the
+            /// first event of a watch (the holder), a waiting acquire served by an unlock.
+            async fn whole_life_under_auth(etcd: &Etcd) {
+                let a = Microlock::new(etcd, "locks/job", "a", TTL).unwrap();
+                let b = Microlock::new(etcd, "locks/job", "b", TTL).unwrap();
+                a.lock().await.expect("the user may lock inside locks/");
+                a.renew().await.expect("and renew");
+                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
+                let mut events = b.events();
+                let first = rt::timeout(PATIENCE, events.next()).await.flatten();
+                assert!(
+                    matches!(&first, Some($ml::Event::Locked { holder, .. }) if holder == "a"),
+                    "{first:?}"
+                );
+                let (acquired, released) = tokio::join!(b.acquire(PATIENCE), a.unlock());
+                released.expect("the user may unlock");
+                acquired.expect("a waiter gets the lock when it is released");
+                b.unlock().await.unwrap();
+            }
+
             /// v2 authentication on an etcd of its own: a user whose role covers `locks/*`.
             #[$test]
             async fn v2_authentication_and_key_prefix_permissions() {
@@ -226,22 +246,7 @@ macro_rules! secured_suite {
                 let alice = Etcd::builder([&url]).user("alice", "alice-pw").build().unwrap();
 
                 // Inside the prefix: the whole life of a lock, a waiting acquire included.
-                let a = Microlock::new(&alice, "locks/job", "a", TTL).unwrap();
-                let b = Microlock::new(&alice, "locks/job", "b", TTL).unwrap();
-                a.lock().await.expect("alice may lock inside locks/");
-                a.renew().await.expect("and renew");
-                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
-                // A watch under authentication: the first event is the current holder.
-                let mut events = b.events();
-                let first = rt::timeout(PATIENCE, events.next()).await.flatten();
-                assert!(
-                    matches!(&first, Some($ml::Event::Locked { holder, .. }) if holder == "a"),
-                    "{first:?}"
-                );
-                let (acquired, released) = tokio::join!(b.acquire(PATIENCE), a.unlock());
-                released.expect("alice may unlock");
-                acquired.expect("a waiter gets the lock when it is released");
-                b.unlock().await.unwrap();
+                whole_life_under_auth(&alice).await;
 
                 // Outside the prefix: a typed authentication error, not contention.
                 let outside = Microlock::new(&alice, "elsewhere/job", "a", TTL).unwrap();
@@ -297,21 +302,7 @@ macro_rules! secured_suite {
                 let alice = v3(Some(("alice", "alice-pw")));
 
                 // Inside the prefix: the whole life of a lock, a waiting acquire included.
-                let a = Microlock::new(&alice, "locks/job", "a", TTL).unwrap();
-                let b = Microlock::new(&alice, "locks/job", "b", TTL).unwrap();
-                a.lock().await.expect("alice may lock inside locks/");
-                a.renew().await.expect("and renew");
-                assert!(matches!(b.lock().await, Err(Error::AlreadyLocked { .. })));
-                let mut events = b.events();
-                let first = rt::timeout(PATIENCE, events.next()).await.flatten();
-                assert!(
-                    matches!(&first, Some($ml::Event::Locked { holder, .. }) if holder == "a"),
-                    "{first:?}"
-                );
-                let (acquired, released) = tokio::join!(b.acquire(PATIENCE), a.unlock());
-                released.expect("alice may unlock");
-                acquired.expect("a waiter gets the lock when it is released");
-                b.unlock().await.unwrap();
+                whole_life_under_auth(&alice).await;
 
                 // Root sets alice's password again: every token alice got before is invalid
                 // from now on ("invalid auth token")...
@@ -323,7 +314,9 @@ macro_rules! secured_suite {
                 let range = serde_json::json!({ "key": auth::base64(b"locks/") });
                 let refused = auth::v3_call(&url, Some(&old), "/v3/kv/range", &range);
                 assert!(refused.text().contains("invalid auth token"), "{}", refused.text());
-                // ...and alice's locks get a new one without a word to their callers.
+                // ...and alice's locks (the handle's token is the old one) get a new one without
+                // a word to their callers.
+                let a = Microlock::new(&alice, "locks/job", "a", TTL).unwrap();
                 a.lock().await.expect("a lock after alice's password was set again");
                 a.unlock().await.expect("and its unlock");
 
