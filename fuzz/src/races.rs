@@ -9,12 +9,14 @@
 //! believed holders, a stale token accepted, tokens going back, a silent stall, no progress
 //! after healing, a waiter asleep past the liveness bound) is a crash, printed with its
 //! replayable seed. The member fields come last, so inputs written before them still parse
-//! (as single-member worlds without member faults).
+//! (as single-member worlds without member faults); the protocol (etcd v2 or v3) after them,
+//! so that those inputs stay v2 worlds.
 
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use microlock_proto::sim::dst::{self, Params};
+use microlock_proto::Protocol;
 
 /// The fault schedule, as the fuzzer mutates it (every field is clamped to a sane range).
 #[derive(Debug, Arbitrary)]
@@ -43,6 +45,8 @@ struct Schedule {
     member_isolations: u8,
     request_timeout: u8,
     watch_liveness: u8,
+    /// Odd: an etcd v3 world (after the others, so that older inputs stay v2 worlds).
+    protocol: u8,
 }
 
 impl Schedule {
@@ -92,6 +96,12 @@ impl Schedule {
             },
             heal_at,
             end_at: heal_at + ttl * 3 + Duration::from_secs(10),
+            protocol: if self.protocol % 2 == 1 {
+                Protocol::V3
+            } else {
+                Protocol::V2
+            },
+            planted_bug: None,
         }
     }
 }

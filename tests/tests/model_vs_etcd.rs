@@ -1097,6 +1097,8 @@ impl Pair {
                 Delivery::Response(r) => Outcome::Answer(to_raw(r)),
                 Delivery::Refused => Outcome::Refused,
                 Delivery::Reset => Outcome::Broken("reset".into()),
+                // Streams are v3's; this cluster serves v2.
+                other => panic!("a v2 cluster delivered {other:?}"),
             };
             self.model_done.insert(id, outcome);
         }

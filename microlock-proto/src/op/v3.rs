@@ -395,6 +395,7 @@ impl Lock {
         match step {
             Step::Grant(out) => match wire::parse_grant(response) {
                 Ok(granted) if granted.ttl > 0 => {
+                    self.v3_answered();
                     let ttl = lease_ttl(granted.ttl);
                     self.lease = Some(Lease {
                         id: granted.id,
@@ -413,6 +414,7 @@ impl Lock {
             },
             Step::KeepAlive(out) => match wire::parse_keep_alive(response) {
                 Ok(kept) if kept.ttl > 0 => {
+                    self.v3_answered();
                     let ttl = lease_ttl(kept.ttl);
                     if let Some(lease) = self.lease.as_mut().filter(|l| l.id == kept.id) {
                         lease.alive_until = lease.alive_until.max(out.sent_at + ttl);
@@ -425,11 +427,17 @@ impl Lock {
                 Err(failure) => self.v3_failed(next.clone(), self.failed_from(failure), sent, now),
             },
             Step::Take(_) => match wire::parse_txn(response) {
-                Ok(txn) => self.on_take(txn, now),
+                Ok(txn) => {
+                    self.v3_answered();
+                    self.on_take(txn, now)
+                }
                 Err(failure) => self.v3_failed(next.clone(), self.failed_from(failure), sent, now),
             },
             Step::Ahead { own, .. } => match wire::parse_txn(response) {
-                Ok(txn) => self.on_ahead(own, txn, now),
+                Ok(txn) => {
+                    self.v3_answered();
+                    self.on_ahead(own, txn, now)
+                }
                 Err(failure) => self.v3_failed(next.clone(), self.failed_from(failure), sent, now),
             },
             Step::Release { token, .. } => match wire::parse_txn(response) {
@@ -480,6 +488,19 @@ impl Lock {
                 let delay = self.config.watch_retry().0;
                 self.pause(delay, Then::V3(Next::Ahead(own)), now)
             }
+        }
+    }
+
+    /// etcd answered a step of the running command: the failures before are over. The next
+    /// failure is retried at once on another member again, and a waiting acquire's back-off
+    /// starts again from its minimum (without this, an acquire that waited through an outage —
+    /// where a member without a leader refuses at once, so failures pile up fast — went on
+    /// pausing the longest back-off after each failure once etcd was back, and no longer moved
+    /// to another member at once: DST v3 seeds 2288, 79828).
+    fn v3_answered(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            running.failures = 0;
+            running.retries = 0;
         }
     }
 

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::{Phase, Resume, Seen};
-use crate::event::Event;
+use crate::event::{Event, LostReason};
 use crate::lock::{Lock, RequestId};
 use crate::wire::v3::{self as wire, EventKind, Kv, WatchMessage};
 use crate::Error;
@@ -89,7 +89,7 @@ impl Lock {
                 (kv.create_revision, (kv.key, value))
             })
             .collect();
-        self.v3_holder_changed(revision);
+        self.v3_holder_changed();
         self.start_watch((revision.max(0) as u64).saturating_add(1), now);
     }
 
@@ -128,7 +128,7 @@ impl Lock {
                 }
                 EventKind::Delete => self.watch.keys.retain(|_, (key, _)| *key != event.kv.key),
             }
-            self.v3_holder_changed(event.kv.mod_revision);
+            self.v3_holder_changed();
         }
         let revision = message.header.revision;
         if let Phase::Waiting { index, .. } = &mut self.watch.phase {
@@ -136,9 +136,8 @@ impl Lock {
         }
     }
 
-    /// Emits what changed about the holder (the lowest create revision), as of `revision`.
-    fn v3_holder_changed(&mut self, revision: i64) {
-        let at = revision.max(0) as u64;
+    /// Emits what changed about the holder (the lowest create revision).
+    fn v3_holder_changed(&mut self) {
         let now_seen = match self.watch.keys.iter().next() {
             Some((&token, (_, holder))) => Seen::Held {
                 holder: holder.clone(),
@@ -151,12 +150,22 @@ impl Lock {
             (a, b) if a == b => {}
             (Seen::Unknown, Seen::Free) => {}
             (before, after) => {
-                if let Seen::Held { holder, .. } = before {
-                    let event = Event::Unlocked {
+                if let Seen::Held {
+                    holder,
+                    token: ended,
+                } = before
+                {
+                    // The hold that ended is the key created at `ended`: it ends ours if it is
+                    // ours, or a later key (ours gone unseen). A key ahead of ours going is the
+                    // hand-off to us, although it goes after our key was made (v2's rule, a
+                    // release after our hold began, does not hold on v3).
+                    if self.held.is_some_and(|h| ended >= h.fence.token) {
+                        self.lose(LostReason::Superseded);
+                    }
+                    self.emit(Event::Unlocked {
                         previous_holder: Some(holder),
                         expired: false,
-                    };
-                    self.observe(event, at);
+                    });
                 }
                 if let Seen::Held { holder, token } = after {
                     self.observe(Event::Locked { holder, token }, token);

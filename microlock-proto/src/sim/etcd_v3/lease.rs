@@ -101,6 +101,13 @@ impl Lessor {
         Some(l.ttl)
     }
 
+    /// A new leader's promotion: every deadline becomes `now + extend + TTL`.
+    pub(crate) fn promote(&mut self, now: Instant, extend: Duration) {
+        for lease in self.leases.values_mut() {
+            lease.deadline = now + extend + Duration::from_secs(lease.ttl as u64);
+        }
+    }
+
     /// Runs the expiry checks due at or before `now`: each check that finds expired leases
     /// removes them and is returned with its time and their IDs (by deadline, then ID). The
     /// caller deletes their keys.

@@ -92,7 +92,7 @@
 //!   enum given as `true`) use 3.4's Go type name on both versions.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
@@ -294,6 +294,42 @@ impl SimEtcdV3 {
     /// How many watch streams are open.
     pub fn open_watches(&self) -> usize {
         self.watches.len()
+    }
+
+    /// The keys of `key` and `range_end` as etcd reads them (empty `range_end`: `key` alone;
+    /// `"\0"`: every key from `key` on; else `[key, range_end)`), in key order, at the current
+    /// revision (for checkers).
+    pub fn keys_in(&self, key: &[u8], range_end: &[u8]) -> Vec<KeyValue> {
+        self.store
+            .range_unchecked(&store::Span::new(key, range_end), self.store.revision())
+    }
+
+    /// What a new leader's lessor does once it has applied the first entry of its term (etcd's
+    /// `lessor.Promote(electionTimeout)`, called from `applyEntryNormal`): every lease's
+    /// deadline becomes `now + extend + TTL`, whatever it was. A lease therefore outlives a
+    /// leader change by at least `extend` beyond its TTL (and no lease expires while no leader
+    /// is there to revoke it).
+    pub fn promote_leases(&mut self, now: Instant, extend: Duration) {
+        self.advance(now);
+        self.lessor.promote(now, extend);
+    }
+
+    /// A failed unary call's answer, as the gateway writes it for this version: the gRPC
+    /// code's HTTP status, `{"error":M,...,"code":C}`.
+    pub(crate) fn error_response(&self, code: u32, message: &str) -> Response<Vec<u8>> {
+        routing::json_error(self.version, (code, message))
+    }
+
+    /// A streamed call (watch, keepalive) that fails before its first message: the gRPC
+    /// code's HTTP status and the stream error body.
+    pub(crate) fn stream_error_response(&self, code: u32, message: &str) -> Response<Vec<u8>> {
+        routing::stream_failure(self.version, code, message)
+    }
+
+    /// The last thing a stream that fails after its head writes:
+    /// `{"error":{"grpc_code":..,"http_code":..,"message":..,"http_status":..}}`, no newline.
+    pub(crate) fn stream_error_line(code: u32, message: &str) -> Vec<u8> {
+        render::stream_error(code, message)
     }
 
     fn notify(&mut self, revision: i64, events: &[Event]) {

@@ -76,7 +76,7 @@ fn json_ok(body: Vec<u8>) -> Response<Vec<u8>> {
     )
 }
 
-fn json_error(version: EtcdVersion, (code, message): (u32, &str)) -> Response<Vec<u8>> {
+pub(super) fn json_error(version: EtcdVersion, (code, message): (u32, &str)) -> Response<Vec<u8>> {
     build(
         render::http_status(version, code),
         &[("Content-Type", "application/json")],
@@ -301,13 +301,18 @@ fn keepalive(etcd: &mut SimEtcdV3, req: &Request<Vec<u8>>, now: Instant) -> Resp
     };
     if etcd.paused {
         let (code, message) = TIMED_OUT;
-        return build(
-            render::http_status(version, code),
-            &[("Content-Type", "application/json")],
-            render::stream_error(code, message),
-        );
+        return stream_failure(version, code, message);
     }
     json_ok(etcd.lease_keepalive(id, now))
+}
+
+/// A stream that fails before its first message: the code's status, the stream error body.
+pub(super) fn stream_failure(version: EtcdVersion, code: u32, message: &str) -> Response<Vec<u8>> {
+    build(
+        render::http_status(version, code),
+        &[("Content-Type", "application/json")],
+        render::stream_error(code, message),
+    )
 }
 
 /// A watch stream; any other request is answered whole (as `Err`).

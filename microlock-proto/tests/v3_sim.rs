@@ -1,0 +1,190 @@
+//! The v3 machine against the v3 gateway model ([`SimEtcdV3`]), driven by hand: regressions of
+//! bugs the deterministic simulation found in v3 worlds (`tests/tests/dst.rs`).
+#![cfg(feature = "sim")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use microlock_proto::sim::etcd_v3::{EtcdVersion, SimEtcdV3, WatchId};
+use microlock_proto::{Config, Event, Lock, LostReason, Outcome, Protocol, RequestId, Streamed};
+
+/// Clients of one simulated etcd, every request answered at once, streams pumped after each.
+struct World {
+    etcd: SimEtcdV3,
+    locks: Vec<Lock>,
+    streams: BTreeMap<(usize, RequestId), WatchId>,
+    events: Vec<Vec<Event>>,
+}
+
+impl World {
+    fn new(t0: Instant, clients: usize) -> World {
+        let locks = (0..clients)
+            .map(|i| {
+                let config = Config::new("lk", &format!("node-{i}"), Duration::from_secs(10))
+                    .unwrap()
+                    .with_protocol(Protocol::V3);
+                Lock::new(config)
+            })
+            .collect();
+        World {
+            etcd: SimEtcdV3::new(EtcdVersion::V3_5, t0),
+            locks,
+            streams: BTreeMap::new(),
+            events: vec![Vec::new(); clients],
+        }
+    }
+
+    /// Carries out every request until nothing moves: requests are answered as soon as they
+    /// are made, then one stream's new messages are delivered, and so on.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            for c in 0..self.locks.len() {
+                self.serve(c, now);
+            }
+            let next = self.streams.iter().find_map(|(&(c, id), &w)| {
+                let lines = self.etcd.poll_watch(w);
+                (!lines.is_empty()).then_some((c, id, lines))
+            });
+            let Some((c, id, lines)) = next else {
+                return;
+            };
+            for line in lines {
+                self.locks[c].handle_response_body(id, &line, now);
+            }
+        }
+    }
+
+    /// Answers client `c`'s requests (and those they lead to) at once.
+    fn serve(&mut self, c: usize, now: Instant) {
+        loop {
+            while let Some(id) = self.locks[c].poll_cancel() {
+                if let Some(w) = self.streams.remove(&(c, id)) {
+                    self.etcd.close_watch(w);
+                }
+            }
+            let Some((id, request)) = self.locks[c].poll_request() else {
+                break;
+            };
+            if request.extensions().get::<Streamed>().is_some() {
+                match self.etcd.open_watch(&request, now) {
+                    Ok(w) => {
+                        let (head, ()) = http::Response::builder()
+                            .status(200)
+                            .body(())
+                            .unwrap()
+                            .into_parts();
+                        self.locks[c].handle_response_head(id, head, now);
+                        self.streams.insert((c, id), w);
+                    }
+                    Err(r) => self.locks[c].handle_response(id, r, now),
+                }
+            } else {
+                let response = self.etcd.handle(&request, now);
+                self.locks[c].handle_response(id, response, now);
+            }
+        }
+        self.events[c].extend(std::iter::from_fn(|| self.locks[c].poll_event()));
+    }
+
+    fn completion(&mut self, c: usize) -> Option<Outcome> {
+        self.locks[c].poll_completion().map(|d| d.result.unwrap())
+    }
+}
+
+/// A waiter that watches the lock's events acquires when the key ahead of its own is released
+/// — after its own key was made. That release's DELETE, seen by its events watch after it
+/// acquired, is the hand-off to it, not the end of its hold (the machine used to read it as
+/// v2's "released after we took it" and report `Lost Superseded`; DST seeds 1 and 7).
+#[test]
+fn the_release_that_handed_the_lock_over_does_not_end_the_new_holders_hold() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 2);
+    w.locks[0].lock(t0);
+    w.settle(t0);
+    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    w.locks[1].acquire(None, t0);
+    w.settle(t0);
+    // Its events watch opens after its wait's: the DELETE reaches it after the acquire.
+    w.locks[1].set_watching(true, t0);
+    w.settle(t0);
+    assert!(w.completion(1).is_none(), "waits for node-0");
+    let t1 = t0 + Duration::from_secs(1);
+    w.locks[0].unlock(t1);
+    w.settle(t1);
+    let Some(Outcome::Acquired(fence)) = w.completion(1) else {
+        panic!("node-1 acquires")
+    };
+    assert!(w.locks[1].is_held(t1));
+    assert_eq!(w.locks[1].fence(), Some(fence));
+    let lost: Vec<_> = w.events[1]
+        .iter()
+        .filter(|e| matches!(e, Event::Lost { .. }))
+        .collect();
+    assert!(lost.is_empty(), "{:?}", w.events[1]);
+    assert!(w.events[1]
+        .iter()
+        .any(|e| matches!(e, Event::Locked { holder, .. } if holder == "node-1")));
+    // Its own key going (deleted by hand) does end its hold.
+    let keys = w.etcd.keys_in(b"lk/", b"lk0");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].create_revision as u64, fence.token());
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let delete = http::Request::post("http://127.0.0.1:2379/v3/kv/deleterange")
+        .body(format!("{{\"key\":\"{}\"}}", b64(&keys[0].key)).into_bytes())
+        .unwrap();
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(w.etcd.handle(&delete, t2).status(), 200);
+    w.settle(t2);
+    assert!(!w.locks[1].is_held(t2));
+    assert!(w.events[1].iter().any(|e| matches!(
+        e,
+        Event::Lost { token, reason: LostReason::Superseded } if *token == fence.token()
+    )));
+}
+
+/// A waiting acquire that went through an outage (a member without a leader refuses at once,
+/// so failures pile up and its back-off reaches its longest) starts afresh once etcd answers
+/// again: its next failure is retried within the shortest back-off, not after the longest one
+/// (DST v3 seeds 2288 and 79828: a waiter sat out 2 s pauses while the lock was free).
+#[test]
+fn an_acquire_backs_off_afresh_once_etcd_answers_again() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 2);
+    w.locks[0].lock(t0);
+    w.settle(t0);
+    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    // Quorum lost: every call answers 503 at once.
+    w.etcd.set_paused(true);
+    let mut now = t0;
+    w.locks[1].acquire(None, now);
+    let mut longest = Duration::ZERO;
+    for _ in 0..12 {
+        w.serve(1, now);
+        let next = w.locks[1].poll_timeout().expect("a retry is due");
+        longest = longest.max(next.saturating_duration_since(now));
+        now = next;
+        w.locks[1].handle_timeout(now);
+    }
+    assert!(longest >= Duration::from_secs(1), "backed off {longest:?}");
+    // Quorum back for one answer (the grant), lost again for the next (the take).
+    let answer = |w: &mut World, paused: bool| {
+        w.etcd.set_paused(paused);
+        let (id, request) = w.locks[1].poll_request().expect("a request out");
+        let response = w.etcd.handle(&request, now);
+        let status = response.status().as_u16();
+        w.locks[1].handle_response(id, response, now);
+        (request.uri().path().to_owned(), status)
+    };
+    assert_eq!(answer(&mut w, false), ("/v3/lease/grant".to_owned(), 200));
+    assert_eq!(answer(&mut w, true), ("/v3/kv/txn".to_owned(), 503));
+    // Retried at once, or after the shortest back-off.
+    let retry = w.locks[1].poll_timeout().expect("a retry is due");
+    assert!(
+        w.locks[1].poll_request().is_some() || retry <= now + Duration::from_millis(100),
+        "retried after {:?}",
+        retry.saturating_duration_since(now)
+    );
+}
