@@ -649,8 +649,12 @@ impl Config {
         self.safety_margin.unwrap_or(self.ttl() / 10)
     }
 
-    /// The first and the largest delay before a failed watch is retried (doubling between).
+    /// The first and the largest delay before a failed watch (or a waiting acquire's failed
+    /// request) is retried, doubling between. The largest is never above the
+    /// [watch liveness bound](Config::with_watch_liveness): a waiter that backs off after
+    /// failures (e.g. etcd's `no leader` while quorum is lost) still looks again within it.
     pub fn watch_retry(&self) -> (Duration, Duration) {
-        (self.watch_retry_min, self.watch_retry_max)
+        let max = self.watch_retry_max.min(self.watch_liveness);
+        (self.watch_retry_min.min(max), max)
     }
 }
