@@ -188,3 +188,33 @@ fn an_acquire_backs_off_afresh_once_etcd_answers_again() {
         retry.saturating_duration_since(now)
     );
 }
+
+/// A grant answered with a TTL far above the one asked for (etcd only ever raises a TTL below
+/// its minimum) is not believed: the hold counts on the configured TTL at most, so its fence
+/// is not valid for hours on a lease etcd may revoke after seconds (the `responses_v3` fuzz
+/// target: a grant of `"TTL":"9000000000"` made a fence valid for the longest TTL).
+#[test]
+fn a_hold_never_counts_on_more_lease_than_it_asked_for() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 1);
+    w.locks[0].lock(t0);
+    while let Some((id, request)) = w.locks[0].poll_request() {
+        let mut response = w.etcd.handle(&request, t0);
+        if request.uri().path() == "/v3/lease/grant" {
+            let body = String::from_utf8(response.body().clone()).unwrap();
+            assert!(body.contains("\"TTL\":\"10\""), "{body}");
+            *response.body_mut() = body
+                .replace("\"TTL\":\"10\"", "\"TTL\":\"9000000000\"")
+                .into_bytes();
+        }
+        w.locks[0].handle_response(id, response, t0);
+    }
+    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    let fence = w.locks[0].fence().expect("held");
+    assert!(
+        fence.valid_until() <= t0 + Duration::from_secs(10),
+        "valid for {:?}",
+        fence.valid_until() - t0
+    );
+    assert!(!w.locks[0].is_held(t0 + Duration::from_secs(10)));
+}

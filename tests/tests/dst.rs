@@ -281,9 +281,9 @@ fn planted_violation_is_caught_with_a_replayable_seed() {
     }
 }
 
-/// The checkers catch a broken etcd v3: a gateway that overstates lease TTLs (three times the
-/// lease's) lets a holder believe in its hold long after etcd revoked its lease and handed the
-/// lock to the next key in line. Some v3 world must report two believed holders (a), with a
+/// The checkers catch a broken etcd v3: a lessor that expires leases after a third of their
+/// TTL (its answers giving the whole TTL) lets a holder believe in its hold long after etcd
+/// revoked its lease and handed the lock to the next key in line. Some v3 world must report two believed holders (a), with a
 /// seed whose replay (`MICROLOCK_SEED`, the same trace) shows it.
 #[test]
 fn planted_violation_in_a_broken_etcd_v3_is_caught_with_a_replayable_seed() {
@@ -294,7 +294,7 @@ fn planted_violation_in_a_broken_etcd_v3_is_caught_with_a_replayable_seed() {
     let planted = |seed: u64| {
         let mut params = Params::from_seed(seed);
         params.protocol = Protocol::V3;
-        params.planted_bug = Some(PlantedBug::OverstatedLeaseTtl);
+        params.planted_bug = Some(PlantedBug::ShortLivedLeases);
         params
     };
     let found = (0..200).find_map(|seed| {

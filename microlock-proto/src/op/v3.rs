@@ -396,7 +396,7 @@ impl Lock {
             Step::Grant(out) => match wire::parse_grant(response) {
                 Ok(granted) if granted.ttl > 0 => {
                     self.v3_answered();
-                    let ttl = lease_ttl(granted.ttl);
+                    let ttl = self.own_lease_ttl(granted.ttl);
                     self.lease = Some(Lease {
                         id: granted.id,
                         alive_until: out.sent_at + ttl,
@@ -415,7 +415,7 @@ impl Lock {
             Step::KeepAlive(out) => match wire::parse_keep_alive(response) {
                 Ok(kept) if kept.ttl > 0 => {
                     self.v3_answered();
-                    let ttl = lease_ttl(kept.ttl);
+                    let ttl = self.own_lease_ttl(kept.ttl);
                     if let Some(lease) = self.lease.as_mut().filter(|l| l.id == kept.id) {
                         lease.alive_until = lease.alive_until.max(out.sent_at + ttl);
                         lease.since = lease.since.max(out.sent_at);
@@ -872,7 +872,7 @@ impl Lock {
         };
         match kept {
             Ok(kept) if kept.ttl > 0 => {
-                let ttl = lease_ttl(kept.ttl);
+                let ttl = self.own_lease_ttl(kept.ttl);
                 if let Some(lease) = self.lease.as_mut().filter(|l| l.id == kept.id) {
                     lease.alive_until = lease.alive_until.max(sent_at + ttl);
                     lease.since = lease.since.max(sent_at);
@@ -1005,6 +1005,15 @@ impl Lock {
                 self.v3_ahead(own, now);
             }
         }
+    }
+}
+
+impl Lock {
+    /// What this lock counts on from its own lease's TTL as etcd answered it: never more than
+    /// the TTL it asked for (etcd only raises a TTL below its minimum; a larger answer is not
+    /// believed, so a hold is never assumed longer than configured).
+    fn own_lease_ttl(&self, secs: i64) -> Duration {
+        lease_ttl(secs).min(self.config.ttl())
     }
 }
 

@@ -189,10 +189,10 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PlantedBug {
-    /// v3: the gateway answers a lease grant or keep-alive with three times the TTL the lease
-    /// has, so that a client believes its lease (and its hold) lives long after etcd revoked
-    /// it and gave the lock to the next in line.
-    OverstatedLeaseTtl,
+    /// v3: the lessor expires every lease after a third of its TTL while its answers give the
+    /// whole TTL, so that a client believes its lease (and its hold) lives long after etcd
+    /// revoked it and gave the lock to the next in line.
+    ShortLivedLeases,
 }
 
 impl ClusterConfig {

@@ -28,7 +28,6 @@ pub(super) struct V3Store {
     revision_at: i128,
     /// Stream pieces not yet taken by the cluster, with the time each depends on.
     out: VecDeque<(u64, Delivery, i128)>,
-    planted_bug: Option<PlantedBug>,
 }
 
 /// What a v3 request is, by its path (and, for a range, its `serializable` flag).
@@ -77,13 +76,16 @@ impl V3Store {
         version: EtcdVersion,
         planted_bug: Option<PlantedBug>,
     ) -> V3Store {
+        let mut etcd = SimEtcdV3::new(version, start);
+        if planted_bug == Some(PlantedBug::ShortLivedLeases) {
+            etcd.plant_short_lived_leases(3);
+        }
         V3Store {
-            etcd: SimEtcdV3::new(version, start),
+            etcd,
             start,
             streams: BTreeMap::new(),
             revision_at: 0,
             out: VecDeque::new(),
-            planted_bug,
         }
     }
 
@@ -139,12 +141,7 @@ impl V3Store {
             };
         }
         let before = self.etcd.revision();
-        let mut response = self.etcd.handle(req, at);
-        if self.planted_bug == Some(PlantedBug::OverstatedLeaseTtl)
-            && matches!(rpc(req), "lease/grant" | "lease/keepalive")
-        {
-            overstate_ttl(response.body_mut());
-        }
+        let response = self.etcd.handle(req, at);
         if self.etcd.revision() != before {
             self.revision_at = t;
             self.collect(t);
@@ -264,22 +261,4 @@ impl V3Store {
     pub(super) fn promote(&mut self, at: Instant, extend: Duration) {
         self.etcd.promote_leases(at, extend);
     }
-}
-
-/// [`PlantedBug::OverstatedLeaseTtl`]: `"TTL":"N"` becomes `"TTL":"3N"`.
-fn overstate_ttl(body: &mut Vec<u8>) {
-    const FIELD: &[u8] = b"\"TTL\":\"";
-    let Some(at) = body.windows(FIELD.len()).position(|w| w == FIELD) else {
-        return;
-    };
-    let from = at + FIELD.len();
-    let len = body[from..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let ttl: u64 = std::str::from_utf8(&body[from..from + len])
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    body.splice(from..from + len, (ttl * 3).to_string().into_bytes());
 }

@@ -40,6 +40,9 @@ pub(crate) struct Lessor {
     start: Instant,
     /// How many expiry checks have run (check `k` is at `start + k × interval`).
     checks_done: u64,
+    /// A lease lives `TTL / lifetime_divisor`: 1 as in etcd; more only for a planted bug
+    /// ([`SimEtcdV3::plant_short_lived_leases`](super::SimEtcdV3::plant_short_lived_leases)).
+    lifetime_divisor: u32,
 }
 
 impl Lessor {
@@ -52,7 +55,19 @@ impl Lessor {
             id_counter: 0,
             start,
             checks_done: 0,
+            lifetime_divisor: 1,
         }
+    }
+
+    /// From now on every lease lives only `1 / divisor` of its TTL (a deliberately broken
+    /// lessor; the answers still give the full TTL).
+    pub(crate) fn shorten_lifetimes(&mut self, divisor: u32) {
+        self.lifetime_divisor = divisor.max(1);
+    }
+
+    /// How long a lease of `ttl` seconds lives from a grant, renewal or promotion.
+    fn lifetime(&self, ttl: i64) -> Duration {
+        Duration::from_secs(ttl as u64) / self.lifetime_divisor
     }
 
     pub(crate) fn get(&self, id: i64) -> Option<&Lease> {
@@ -77,13 +92,8 @@ impl Lessor {
     /// Grants lease `id` (which must be free) with `ttl` seconds, raised to the minimum.
     pub(crate) fn grant(&mut self, id: i64, ttl: i64, now: Instant) -> &Lease {
         let ttl = ttl.max(MIN_LEASE_TTL);
-        self.leases.insert(
-            id,
-            Lease {
-                ttl,
-                deadline: now + Duration::from_secs(ttl as u64),
-            },
-        );
+        let deadline = now + self.lifetime(ttl);
+        self.leases.insert(id, Lease { ttl, deadline });
         &self.leases[&id]
     }
 
@@ -93,18 +103,20 @@ impl Lessor {
 
     /// Renews a live lease: its deadline becomes `now + TTL`. Returns the TTL.
     pub(crate) fn renew(&mut self, id: i64, now: Instant) -> Option<i64> {
+        let lifetime = self.lifetime(self.leases.get(&id)?.ttl);
         let l = self.leases.get_mut(&id)?;
         if l.deadline <= now {
             return None;
         }
-        l.deadline = now + Duration::from_secs(l.ttl as u64);
+        l.deadline = now + lifetime;
         Some(l.ttl)
     }
 
     /// A new leader's promotion: every deadline becomes `now + extend + TTL`.
     pub(crate) fn promote(&mut self, now: Instant, extend: Duration) {
+        let divisor = self.lifetime_divisor;
         for lease in self.leases.values_mut() {
-            lease.deadline = now + extend + Duration::from_secs(lease.ttl as u64);
+            lease.deadline = now + extend + Duration::from_secs(lease.ttl as u64) / divisor;
         }
     }
 
@@ -188,5 +200,18 @@ mod tests {
         assert_eq!(l.renew(7, t0 + Duration::from_secs(9)), None);
         assert_eq!(remaining_secs(t0 + Duration::from_millis(2900), t0), 2);
         assert_eq!(remaining_secs(t0, t0 + Duration::from_millis(300)), 0);
+    }
+
+    #[test]
+    fn a_planted_short_lifetime_shortens_every_deadline_but_not_the_ttl() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new(t0, 0);
+        l.shorten_lifetimes(3);
+        assert_eq!(l.grant(7, 6, t0).ttl, 6);
+        assert_eq!(l.get(7).unwrap().deadline, t0 + Duration::from_secs(2));
+        assert_eq!(l.renew(7, t0 + Duration::from_secs(1)), Some(6));
+        assert_eq!(l.get(7).unwrap().deadline, t0 + Duration::from_secs(3));
+        l.promote(t0 + Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(l.get(7).unwrap().deadline, t0 + Duration::from_secs(5));
     }
 }

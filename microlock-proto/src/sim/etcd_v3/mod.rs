@@ -314,6 +314,13 @@ impl SimEtcdV3 {
         self.lessor.promote(now, extend);
     }
 
+    /// Plants a bug (for checking a simulation's checkers, never in a differential test): from
+    /// now on the lessor expires every lease after `1 / divisor` of its TTL, while its answers
+    /// (grant, keep-alive, time-to-live's `grantedTTL`) still give the full TTL.
+    pub fn plant_short_lived_leases(&mut self, divisor: u32) {
+        self.lessor.shorten_lifetimes(divisor);
+    }
+
     /// A failed unary call's answer, as the gateway writes it for this version: the gRPC
     /// code's HTTP status, `{"error":M,...,"code":C}`.
     pub(crate) fn error_response(&self, code: u32, message: &str) -> Response<Vec<u8>> {
