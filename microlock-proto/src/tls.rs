@@ -62,13 +62,15 @@ impl fmt::Display for TlsFailure {
     }
 }
 
-/// What Go's HTTP server answers to plain HTTP on a TLS port (and nothing else does).
-const GO_PLAINTEXT_TO_TLS: &[u8] = b"Client sent an HTTP request to an HTTPS server";
+/// What Go's HTTP server answers to plain HTTP on a TLS port (`net/http`: a `400` whose body
+/// is this line), and nothing else does.
+const GO_PLAINTEXT_TO_TLS: &[u8] = b"Client sent an HTTP request to an HTTPS server.";
 
-/// Whether `response` is a TLS server's refusal of a plain-HTTP request.
+/// Whether `response` is a TLS server's refusal of a plain-HTTP request: Go's exact answer,
+/// not a body that merely starts like it (the `responses` fuzz target: such a body with an
+/// etcd error after it was taken for a TLS refusal).
 pub(crate) fn is_plaintext_to_tls(response: &http::Response<Vec<u8>>) -> bool {
-    // Go's exact answer (the body starts with it); an etcd error body never does.
-    response.status() == 400 && response.body().starts_with(GO_PLAINTEXT_TO_TLS)
+    response.status() == 400 && response.body().trim_ascii_end() == GO_PLAINTEXT_TO_TLS
 }
 
 /// Whether `answer`, the first bytes a server sent back on a connection, is TLS (a handshake or
@@ -398,3 +400,25 @@ mod config {
 
 #[cfg(feature = "tls")]
 pub(crate) use self::config::{file, Pem};
+
+#[cfg(test)]
+mod plaintext_tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(status)
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_gos_exact_refusal_is_plaintext_to_tls() {
+        let go = "Client sent an HTTP request to an HTTPS server.\n";
+        assert!(is_plaintext_to_tls(&answer(400, go)));
+        assert!(!is_plaintext_to_tls(&answer(200, go)));
+        let longer = "Client sent an HTTP request to an HTTPS server{\"errorCode\":107}\n";
+        assert!(!is_plaintext_to_tls(&answer(400, longer)));
+        assert!(!is_plaintext_to_tls(&answer(400, "Client sent an HTTP request")));
+    }
+}
