@@ -255,11 +255,16 @@ impl Members {
     /// Merges two views of the same cluster (e.g. a lock's and the one its `Etcd` shares):
     /// members either knows are kept (this view's order first), for each member the newer
     /// record wins, and so does the newer preferred member. Both end up equal.
+    ///
+    /// Called around every input of every lock: once the member lists agree, it allocates
+    /// nothing (the records are copied into the other view's storage).
     pub fn sync(&mut self, other: &mut Members) {
-        if self.endpoints == other.endpoints && self == other {
+        if self == other {
             return;
         }
-        self.learn(other.endpoints.clone());
+        if self.endpoints != other.endpoints {
+            self.learn(other.endpoints.iter().cloned());
+        }
         for (endpoint, theirs) in other.endpoints.iter().zip(&other.health) {
             if let Some(i) = self.endpoints.iter().position(|e| e == endpoint) {
                 if theirs.updated > self.health[i].updated {
@@ -278,7 +283,16 @@ impl Members {
         if other.auth.updated > self.auth.updated {
             self.auth = other.auth.clone();
         }
-        *other = self.clone();
+        if other.endpoints != self.endpoints {
+            other.endpoints.clone_from(&self.endpoints);
+        }
+        other.health.clone_from(&self.health);
+        other.preferred = self.preferred;
+        other.preferred_updated = self.preferred_updated;
+        other.discovery_sent = self.discovery_sent;
+        if other.auth != self.auth {
+            other.auth = self.auth.clone();
+        }
     }
 }
 
