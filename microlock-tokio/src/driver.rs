@@ -1,11 +1,18 @@
 //! The driver task: tokio channels, tasks and one timer around the shared
 //! [`microlock_proto::driver::Driver`].
 //!
-//! Each request runs on a task of its own. A whole one sends its outcome on an unbounded
-//! channel (one message per request). A [`Streamed`] one sends its pieces (head, each body
-//! chunk as it comes, end) on a small bounded channel shared by the streamed requests: a task
-//! waits for room before it reads on, so however slow the loop, at most [`PIECES`] chunks
-//! wait in it, and a body the machine refuses is never read further (its task is aborted).
+//! A whole request (lock, unlock, renew, a read: most of them) runs inside the driver task:
+//! the loop polls its future beside the commands and the timer, so its answer reaches the
+//! machine without a task of its own or a channel. Aborting it drops the future (and closes
+//! its connection). A [`Streamed`] request (a watch) runs on a task of its own and sends its
+//! pieces (head, each body chunk as it comes, end) on a small bounded channel shared by the
+//! streamed requests: a task waits for room before it reads on, so however slow the loop, at
+//! most [`PIECES`] chunks wait in it, and a body the machine refuses is never read further
+//! (its task is aborted).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use microlock_proto::driver::{Command as DriverCommand, Driver, Failure, Flow, Runtime};
@@ -20,7 +27,10 @@ use tokio::time::Instant;
 
 use crate::http_client::HttpClient;
 
-type Done = (RequestId, Result<Response<Vec<u8>>, Failure>);
+type Answer = Result<Response<Vec<u8>>, Failure>;
+
+/// A whole request on its way, polled by the loop.
+type Exchange = Pin<Box<dyn Future<Output = Answer> + Send>>;
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, Error>>;
 pub(crate) type Command = DriverCommand<Reply, mpsc::UnboundedSender<Event>>;
 
@@ -41,33 +51,58 @@ enum Piece {
 /// before reading on).
 const PIECES: usize = 4;
 
+/// A started request: a whole one in the loop's [`Exchanges`], or a streamed one's task.
+enum Task {
+    Inline(RequestId),
+    Spawned(AbortHandle),
+}
+
+/// The whole requests in flight, polled in turn by the loop (a lock has a handful at most).
+#[derive(Default)]
+struct Exchanges(Vec<(RequestId, Exchange)>);
+
+impl Exchanges {
+    /// The first request that has its outcome, taken out.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(RequestId, Answer)> {
+        for i in 0..self.0.len() {
+            if let Poll::Ready(outcome) = self.0[i].1.as_mut().poll(cx) {
+                let (id, _) = self.0.swap_remove(i);
+                return Poll::Ready((id, outcome));
+            }
+        }
+        Poll::Pending
+    }
+}
+
 struct Tokio {
     client: HttpClient,
-    done: mpsc::UnboundedSender<Done>,
+    exchanges: Exchanges,
     pieces: mpsc::Sender<(RequestId, Piece)>,
     shared: Shared,
     members: SharedMembers,
 }
 
 impl Runtime for Tokio {
-    type Task = AbortHandle;
+    type Task = Task;
     type Reply = Reply;
     type Subscriber = mpsc::UnboundedSender<Event>;
 
-    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> AbortHandle {
+    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> Task {
+        let client = self.client.clone();
         if request.extensions().get::<Streamed>().is_some() {
-            let (client, pieces) = (self.client.clone(), self.pieces.clone());
-            return tokio::spawn(stream(client, id, request, pieces)).abort_handle();
+            let pieces = self.pieces.clone();
+            return Task::Spawned(tokio::spawn(stream(client, id, request, pieces)).abort_handle());
         }
-        let (client, done) = (self.client.clone(), self.done.clone());
-        tokio::spawn(async move {
-            let _ = done.send((id, client.send(request).await));
-        })
-        .abort_handle()
+        let exchange = async move { client.send(request).await };
+        self.exchanges.0.push((id, Box::pin(exchange)));
+        Task::Inline(id)
     }
 
-    fn abort(&mut self, task: AbortHandle) {
-        task.abort();
+    fn abort(&mut self, task: Task) {
+        match task {
+            Task::Inline(id) => self.exchanges.0.retain(|(i, _)| *i != id),
+            Task::Spawned(handle) => handle.abort(),
+        }
     }
 
     fn reply(&mut self, reply: Reply, result: Result<Outcome, Error>) {
@@ -136,11 +171,10 @@ pub(crate) async fn run(
     shared: Shared,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let (done, mut finished) = mpsc::unbounded_channel();
     let (pieces, mut streamed) = mpsc::channel(PIECES);
     let mut rt = Tokio {
         client,
-        done,
+        exchanges: Exchanges::default(),
         pieces,
         shared,
         members,
@@ -150,28 +184,41 @@ pub(crate) async fn run(
     // and for ever, so it is read once (a `Destroy`), never again. The loop may go on after
     // that: a v3 lock revokes its lease before it stops.
     let mut closed = false;
+    // One timer for the loop's life, moved when the machine's deadline moves: a new timer on
+    // every turn registers with tokio's timer wheel each time, and one earlier than the
+    // wheel's next wake-up wakes the I/O driver with a syscall (twice per lock+unlock).
+    let timer = tokio::time::sleep_until(far_future());
+    tokio::pin!(timer);
+    let mut armed = None;
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {
+        if deadline != armed {
+            armed = deadline;
+            timer
+                .as_mut()
+                .reset(deadline.map_or_else(far_future, Instant::from_std));
+        }
         flow = tokio::select! {
             command = commands.recv(), if !closed => {
                 closed = command.is_none();
                 let command = command.unwrap_or(DriverCommand::Destroy);
                 driver.command(&mut rt, command, now())
             }
-            Some((id, outcome)) = finished.recv() => driver.response(&mut rt, id, outcome, now()),
+            (id, outcome) = std::future::poll_fn(|cx| rt.exchanges.poll_next(cx)) => {
+                driver.response(&mut rt, id, outcome, now())
+            }
             Some((id, piece)) = streamed.recv() => match piece {
                 Piece::Head(head) => driver.response_head(&mut rt, id, head, now()),
                 Piece::Body(data) => driver.response_body(&mut rt, id, &data, now()),
                 Piece::End(end) => driver.response_end(&mut rt, id, end, now()),
             },
-            () = sleep_until(deadline) => driver.timeout(&mut rt, now()),
+            () = &mut timer, if armed.is_some() => driver.timeout(&mut rt, now()),
         };
     }
 }
 
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(Instant::from_std(deadline)).await,
-        None => std::future::pending().await,
-    }
+/// Where the timer waits while the machine has no deadline (moving it there and back is
+/// cheap: a later deadline only extends the timer's entry).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
