@@ -509,11 +509,6 @@ impl Lock {
         running.refused = if sent { 0 } else { running.refused + 1 };
         // Every member refused the connection in a row: nothing to fail over to.
         let all_refused = running.refused >= members;
-        // What a failed read reports (used when an unlock's look-up read cannot be done).
-        let read_error = match &reply {
-            Err(e) => e.clone(),
-            Ok(r) => r.clone().into_error("read", &self.config),
-        };
         let phase = std::mem::replace(
             &mut running.phase,
             Phase::Pause {
@@ -530,7 +525,8 @@ impl Lock {
             Phase::Write { .. } if !sent => {
                 let budget_left = self.running.as_ref().is_some_and(|r| now < r.budget_end);
                 if all_refused || !budget_left {
-                    self.finish(Err(read_error), now);
+                    let error = self.read_error(&reply);
+                    self.finish(Err(error), now);
                 } else {
                     self.write(now);
                 }
@@ -573,7 +569,7 @@ impl Lock {
                 write_sent_at,
                 failure,
                 ..
-            } => match KeyState::from_read(reply) {
+            } => match KeyState::from_read(reply.clone()) {
                 Some(state) => {
                     let op = self.running.as_ref().map_or(0, |r| r.op.0);
                     let verdict =
@@ -607,7 +603,10 @@ impl Lock {
                         Kind::Acquire { .. } => self.retry_acquire(now),
                         // An unlock's look-up read, or a renew's, failed: that failure is the
                         // answer (never "not owned" for want of an answer).
-                        LOOKUP | Kind::Renew => self.finish(Err(read_error), now),
+                        LOOKUP | Kind::Renew => {
+                            let error = self.read_error(&reply);
+                            self.finish(Err(error), now)
+                        }
                         _ => self.finish(Err(failure), now),
                     }
                 }
@@ -806,8 +805,6 @@ impl Lock {
             Ok(reply) => reply,
             Err(failure) => return Verdict::Unknown(failure),
         };
-        let key = self.config.key().as_str().to_owned();
-        let key = || key.clone();
         match (kind, reply) {
             (Kind::Lock | Kind::Acquire { .. }, Reply::Action { action, .. })
                 if action.action == "create" =>
@@ -830,10 +827,16 @@ impl Lock {
                 let index = error.index.or(etcd_index).unwrap_or(0);
                 if self.running.as_ref().is_some_and(|r| r.lost_write) {
                     // An earlier attempt of ours whose answer was lost may have made this key.
-                    return Verdict::Unknown(Error::AlreadyLocked { key: key(), index });
+                    return Verdict::Unknown(Error::AlreadyLocked {
+                        key: self.owned_key(),
+                        index,
+                    });
                 }
                 match kind {
-                    Kind::Lock => Verdict::Done(Err(Error::AlreadyLocked { key: key(), index })),
+                    Kind::Lock => Verdict::Done(Err(Error::AlreadyLocked {
+                        key: self.owned_key(),
+                        index,
+                    })),
                     _ => Verdict::Held(index),
                 }
             }
@@ -855,13 +858,15 @@ impl Lock {
                     modified: Some(_), ..
                 },
                 Reply::Error { error, .. },
-            ) if error.code == code::TEST_FAILED => {
-                Verdict::Unknown(Error::LockNotOwned { key: key() })
-            }
+            ) if error.code == code::TEST_FAILED => Verdict::Unknown(Error::LockNotOwned {
+                key: self.owned_key(),
+            }),
             // A refresh pinned to our hold's index failed its comparison: another holder, or a
             // refresh of ours whose answer was lost moved the index. A read tells which.
             (Kind::Renew, Reply::Error { error, .. }) if error.code == code::TEST_FAILED => {
-                Verdict::Unknown(Error::LockNotOwned { key: key() })
+                Verdict::Unknown(Error::LockNotOwned {
+                    key: self.owned_key(),
+                })
             }
             // The key is gone, and a DELETE of ours whose answer was lost (a member that hung
             // with it, then applied it) may be what removed it: released (found by the chaos
@@ -883,7 +888,9 @@ impl Lock {
                 {
                     self.lose(LostReason::NotOwned);
                 }
-                Verdict::Done(Err(Error::LockNotOwned { key: key() }))
+                Verdict::Done(Err(Error::LockNotOwned {
+                    key: self.owned_key(),
+                }))
             }
             // etcd failed (e.g. 500 "Raft Internal Error"): the write may still commit.
             (_, reply @ Reply::Error { status: 500.., .. }) => {
@@ -1220,12 +1227,23 @@ impl Lock {
         self.write(now);
     }
 
-    /// The answer to a `read`: who holds the key, or a failure to retry elsewhere.
-    fn on_read_command(&mut self, reply: Result<Reply, Error>, all_refused: bool, now: Instant) {
-        let error = match &reply {
+    /// The lock's key, for an error.
+    fn owned_key(&self) -> String {
+        self.config.key().as_str().to_owned()
+    }
+
+    /// What a failed read reports (when an unlock's look-up read, or a `read()`, cannot be
+    /// done). Made only when needed: it copies the answer.
+    fn read_error(&self, reply: &Result<Reply, Error>) -> Error {
+        match reply {
             Err(e) => e.clone(),
             Ok(r) => r.clone().into_error("read", &self.config),
-        };
+        }
+    }
+
+    /// The answer to a `read`: who holds the key, or a failure to retry elsewhere.
+    fn on_read_command(&mut self, reply: Result<Reply, Error>, all_refused: bool, now: Instant) {
+        let error = self.read_error(&reply);
         let refused = matches!(&reply, Ok(Reply::Error { status, error, .. })
             if *status < 500 && error.code != code::KEY_NOT_FOUND);
         match KeyState::from_read(reply) {

@@ -419,6 +419,9 @@ mod plaintext_tests {
         assert!(!is_plaintext_to_tls(&answer(200, go)));
         let longer = "Client sent an HTTP request to an HTTPS server{\"errorCode\":107}\n";
         assert!(!is_plaintext_to_tls(&answer(400, longer)));
-        assert!(!is_plaintext_to_tls(&answer(400, "Client sent an HTTP request")));
+        assert!(!is_plaintext_to_tls(&answer(
+            400,
+            "Client sent an HTTP request"
+        )));
     }
 }
