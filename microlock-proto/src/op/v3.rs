@@ -1010,12 +1010,20 @@ impl Lock {
 
 impl Lock {
     /// What this lock counts on from its own lease's TTL as etcd answered it: never more than
-    /// the TTL it asked for (etcd only raises a TTL below its minimum; a larger answer is not
-    /// believed, so a hold is never assumed longer than configured).
+    /// the TTL it asked for, or etcd's default minimum when it asked for less. etcd grants the
+    /// TTL asked for, raised to its minimum (`⌈1.5 × election timeout⌉`, 2 s by default): a
+    /// larger answer is not believed, so a hold is never assumed much longer than configured
+    /// (the `responses_v3` fuzz target: a grant of `"TTL":"9000000000"` made a fence valid for
+    /// the longest TTL), while a 1 s lock on a default etcd still counts on the 2 s its lease
+    /// really has (capped at 1 s, its keep-alives had too little time on a slow network: the
+    /// `races` fuzz target's v3 worlds then never handed the lock over).
     fn own_lease_ttl(&self, secs: i64) -> Duration {
-        lease_ttl(secs).min(self.config.ttl())
+        lease_ttl(secs).min(self.config.ttl().max(ETCD_MIN_LEASE_TTL))
     }
 }
+
+/// etcd's minimum lease TTL with its default election timeout (1 s): `⌈1.5 × 1 s⌉`.
+const ETCD_MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// A lease TTL etcd answered, as a duration: never more than the longest TTL a lock asks for
 /// (a larger answer could only shorten what a hold assumes), so that no instant overflows.
