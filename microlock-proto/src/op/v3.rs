@@ -113,7 +113,8 @@ pub(crate) enum Next {
 }
 
 impl Step {
-    pub(super) fn request(&self) -> RequestId {
+    /// The request in flight and its deadline: every step but the wait for the key ahead.
+    fn out(&self) -> Option<Out> {
         match self {
             Step::Grant(out)
             | Step::KeepAlive(out)
@@ -122,8 +123,19 @@ impl Step {
             | Step::Release { out, .. }
             | Step::Check { out, .. }
             | Step::HolderTtl { out, .. }
-            | Step::Owner(out) => out.request,
+            | Step::Owner(out) => Some(*out),
+            Step::Wait { .. } => None,
+        }
+    }
+
+    pub(super) fn request(&self) -> RequestId {
+        match self {
             Step::Wait { request, .. } => *request,
+            step => {
+                step.out()
+                    .expect("every other step has a request out")
+                    .request
+            }
         }
     }
 
@@ -136,15 +148,12 @@ impl Step {
 
     pub(super) fn timer(&self) -> Instant {
         match self {
-            Step::Grant(out)
-            | Step::KeepAlive(out)
-            | Step::Take(out)
-            | Step::Ahead { out, .. }
-            | Step::Release { out, .. }
-            | Step::Check { out, .. }
-            | Step::HolderTtl { out, .. }
-            | Step::Owner(out) => out.deadline,
             Step::Wait { probe, .. } => probe.timer(),
+            step => {
+                step.out()
+                    .expect("every other step has a request out")
+                    .deadline
+            }
         }
     }
 
@@ -937,14 +946,7 @@ impl Lock {
                 }
             }
             step if step.timer() <= now => {
-                let out = match step {
-                    Step::Grant(o) | Step::KeepAlive(o) | Step::Take(o) | Step::Owner(o) => *o,
-                    Step::Ahead { out, .. }
-                    | Step::Release { out, .. }
-                    | Step::HolderTtl { out, .. }
-                    | Step::Check { out, .. } => *out,
-                    Step::Wait { .. } => unreachable!(),
-                };
+                let out = step.out().expect("not a wait");
                 self.request_timed_out(out.request, now);
                 // The attempt's own bound (as on v2), not how late the timer ran.
                 let after = out.deadline.saturating_duration_since(out.sent_at);
