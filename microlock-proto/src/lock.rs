@@ -409,6 +409,7 @@ impl Lock {
                 self.complete(queued.op, Err(Error::Destroyed));
             }
         }
+        self.v3_stop_keepalive();
         self.v3_revoke(now);
     }
 

@@ -242,3 +242,39 @@ fn a_lock_asking_less_than_etcds_minimum_counts_on_the_lease_it_got() {
         "valid for {valid:?}"
     );
 }
+
+/// `destroy()` while an acquire waits with its lease's keep-alive in flight cancels that
+/// keep-alive: the lease's revoke is the only request left (the `responses_v3` fuzz target
+/// found the keep-alive left outstanding).
+#[test]
+fn destroy_cancels_a_waiting_acquires_keep_alive() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 2);
+    w.locks[0].lock(t0);
+    w.settle(t0);
+    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    w.locks[1].acquire(None, t0);
+    w.settle(t0);
+    assert!(w.completion(1).is_none(), "waits for node-0");
+    // Its lease's keep-alive goes out (TTL/3 after the grant), unanswered; the watch's
+    // liveness probes are answered.
+    let mut now = t0;
+    let kept = 'kept: loop {
+        now = w.locks[1].poll_timeout().expect("a timer");
+        assert!(now < t0 + Duration::from_secs(10), "no keep-alive");
+        w.locks[1].handle_timeout(now);
+        while let Some((id, request)) = w.locks[1].poll_request() {
+            if request.uri().path() == "/v3/lease/keepalive" {
+                break 'kept id;
+            }
+            let response = w.etcd.handle(&request, now);
+            w.locks[1].handle_response(id, response, now);
+        }
+    };
+    w.locks[1].destroy(now);
+    let cancelled: Vec<_> = std::iter::from_fn(|| w.locks[1].poll_cancel()).collect();
+    assert!(cancelled.contains(&kept), "cancelled {cancelled:?}");
+    let (_, revoke) = w.locks[1].poll_request().expect("the revoke");
+    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+    assert!(w.locks[1].poll_request().is_none());
+}

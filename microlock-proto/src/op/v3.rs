@@ -823,6 +823,15 @@ impl Lock {
 
     /// `destroy()`: the lease is revoked, and every key of this lock with it (waiting or
     /// holding); the machine stops once that is answered or its request timed out.
+    /// Stops keeping a waiting acquire's lease alive: a keep-alive still out is cancelled (on
+    /// `destroy()`, whose revoke must be the only request left; the `responses_v3` fuzz target
+    /// found the keep-alive left in flight).
+    pub(crate) fn v3_stop_keepalive(&mut self) {
+        if let Some(KeepAlive::Out(request, ..)) = self.v3_keepalive.take() {
+            self.cancel_request(request);
+        }
+    }
+
     pub(crate) fn v3_revoke(&mut self, now: Instant) {
         let Some(lease) = self.lease.take() else {
             return;
@@ -845,9 +854,7 @@ impl Lock {
     pub(crate) fn v3_lease_timers(&mut self, now: Instant) {
         let Some(due) = self.v3_lease_timer() else {
             // Not waiting any more: a keep-alive still out is not wanted.
-            if let Some(KeepAlive::Out(request, ..)) = self.v3_keepalive.take() {
-                self.cancel_request(request);
-            }
+            self.v3_stop_keepalive();
             return;
         };
         if due > now {
