@@ -258,14 +258,13 @@ fn destroy_cancels_a_waiting_acquires_keep_alive() {
     assert!(w.completion(1).is_none(), "waits for node-0");
     // Its lease's keep-alive goes out (TTL/3 after the grant), unanswered; the watch's
     // liveness probes are answered.
-    let mut now = t0;
-    let kept = 'kept: loop {
-        now = w.locks[1].poll_timeout().expect("a timer");
+    let (kept, now) = 'kept: loop {
+        let now = w.locks[1].poll_timeout().expect("a timer");
         assert!(now < t0 + Duration::from_secs(10), "no keep-alive");
         w.locks[1].handle_timeout(now);
         while let Some((id, request)) = w.locks[1].poll_request() {
             if request.uri().path() == "/v3/lease/keepalive" {
-                break 'kept id;
+                break 'kept (id, now);
             }
             let response = w.etcd.handle(&request, now);
             w.locks[1].handle_response(id, response, now);
