@@ -776,10 +776,20 @@ impl Lock {
                 then: Then::Write | Then::Wait(_) | Then::List(_) | Then::Turn(..) | Then::V3(_),
                 ..
             } => {
+                // A v3 unlock pauses only after a release whose outcome is unknown: etcd may
+                // still apply it, pinned to the key's create revision, so that key must never
+                // be resumed by a later lock (which its late release would delete under the
+                // new hold: the responses_v3 fuzz target). Its lease goes, as after an unlock
+                // that failed (the key with it: what the unlock was for).
+                let release_abandoned = self.config.protocol() == Protocol::V3
+                    && matches!(running.kind, Kind::Unlock { .. });
                 if let Some(own) = self.v3_waiting_key() {
                     self.queue_v3_release(own);
                 }
                 self.running = None;
+                if release_abandoned {
+                    self.v3_revoke(now);
+                }
                 self.leave_queue_unserved(now);
                 self.complete(op, Err(Error::Cancelled));
                 self.start_next_op(now);

@@ -277,3 +277,46 @@ fn destroy_cancels_a_waiting_acquires_keep_alive() {
     assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
     assert!(w.locks[1].poll_request().is_none());
 }
+
+/// An unlock cancelled while it waits to send its release again (the first one's outcome
+/// unknown) gives up its lease: that release may still be applied, pinned to the key's create
+/// revision, so a later lock must never resume the same key (the late release would delete it
+/// under the new hold; the `responses_v3` fuzz target found a lock resuming it).
+#[test]
+fn a_cancelled_unlock_whose_release_may_land_late_never_resumes_that_key() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 1);
+    w.locks[0].lock(t0);
+    w.settle(t0);
+    let Some(Outcome::Locked(first)) = w.completion(0) else {
+        panic!("locked")
+    };
+    let unlock = w.locks[0].unlock(t0);
+    let (id, request) = w.locks[0].poll_request().expect("the release");
+    assert_eq!(request.uri().path(), "/v3/kv/txn");
+    w.locks[0].handle_transport_error(id, "connection reset", t0);
+    assert!(
+        w.locks[0].poll_request().is_none(),
+        "sent again after a pause"
+    );
+    w.locks[0].cancel(unlock, t0);
+    assert!(matches!(
+        w.locks[0].poll_completion().map(|d| d.result),
+        Some(Err(microlock_proto::Error::Cancelled))
+    ));
+    let (id, revoke) = w.locks[0].poll_request().expect("the lease's revoke");
+    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+    let t1 = t0 + Duration::from_millis(10);
+    let response = w.etcd.handle(&revoke, t1);
+    w.locks[0].handle_response(id, response, t1);
+    assert!(
+        w.etcd.keys_in(b"lk/", b"lk0").is_empty(),
+        "the key went with it"
+    );
+    w.locks[0].lock(t1);
+    w.settle(t1);
+    let Some(Outcome::Locked(second)) = w.completion(0) else {
+        panic!("locked again")
+    };
+    assert!(second.token() > first.token(), "{first:?} resumed");
+}
