@@ -992,9 +992,14 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
 
 /// An etcd error in `body`, either shape (`{"error":M,"code":N,"message":M}`, or the streamed
 /// `{"error":{"grpc_code":N,"http_code":H,"message":M}}`, or grpc-gateway v2's
-/// `{"code":N,"message":M}`); `None` if it is not one. `http`: the response's status, if known
-/// (a stream's messages come after it); else the error's `http_code`, else the gRPC code's.
+/// `{"code":N,"message":M}`); `None` if it is not one. Its HTTP status: the streamed error's
+/// `http_code`, else `http` (the response's status, if known: a stream's messages come after
+/// it), else the gRPC code's — the first that is an error status (4xx, 5xx; else 500): an
+/// error in a `200` stream without an `http_code` is never an error "with status 200" (the
+/// `responses_v3` fuzz target).
 fn error_of(map: &Map<String, Value>, http: Option<u16>) -> Option<Failure> {
+    let is_error = |h: &u16| (400..=599).contains(h);
+    let http = http.filter(is_error);
     let code = |v: Option<&Value>| -> Option<u32> {
         match v? {
             Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
@@ -1006,7 +1011,7 @@ fn error_of(map: &Map<String, Value>, http: Option<u16>) -> Option<Failure> {
     let (code, message, http) = match map.get("error") {
         Some(Value::Object(inner)) => {
             let code = code(inner.get("grpc_code")).or(code(inner.get("code")))?;
-            let http = code_u16(inner.get("http_code")).or(http);
+            let http = code_u16(inner.get("http_code")).filter(is_error).or(http);
             (code, text(inner.get("message"))?, http)
         }
         Some(Value::String(error)) => (
@@ -1017,7 +1022,7 @@ fn error_of(map: &Map<String, Value>, http: Option<u16>) -> Option<Failure> {
         Some(_) => return None,
         None => (code(map.get("code"))?, text(map.get("message"))?, http),
     };
-    let http = http.unwrap_or_else(|| http_of_grpc(code));
+    let http = http.unwrap_or_else(|| Some(http_of_grpc(code)).filter(is_error).unwrap_or(500));
     Some(classify(Status {
         http,
         code,
@@ -1733,6 +1738,17 @@ mod tests {
         );
         assert!(f.is_server_failure());
         assert!(!f.may_have_applied());
+        // An error in a 200 stream without (or with a non-error) `http_code`: the gRPC code's
+        // status, never 200.
+        for body in [
+            r#"{"error":{"grpc_code":16,"message":"etcdserver: invalid auth token"}}"#,
+            r#"{"error":{"grpc_code":16,"http_code":200,"message":"etcdserver: invalid auth token"}}"#,
+        ] {
+            let f = parse_keep_alive(&response(200, body)).unwrap_err();
+            assert_eq!(f.status().map(|s| s.http), Some(401), "{body}");
+        }
+        let f = parse_keep_alive(&response(200, r#"{"error":{"grpc_code":0,"message":"x"}}"#));
+        assert_eq!(f.unwrap_err().status().map(|s| s.http), Some(500));
         // Not etcd's.
         for (status, body) in [
             (200, ""),
