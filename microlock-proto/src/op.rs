@@ -767,6 +767,7 @@ impl Lock {
                 if let Some(own) = self.v3_waiting_key() {
                     self.queue_v3_release(own); // its place in the queue goes first
                 }
+                self.v3_stop_keepalive();
                 self.running = None;
                 self.leave_queue_unserved(now);
                 self.complete(op, Err(Error::Cancelled));

@@ -841,8 +841,16 @@ impl Lock {
     }
 
     /// When the waiting acquire's lease is next kept alive (or its keep-alive times out).
+    /// Not waiting any more, a keep-alive still out is due at its deadline at the latest (then
+    /// cancelled), so it is never left outstanding without a timer (the `responses_v3` fuzz
+    /// target: after a cancelled acquire).
     pub(crate) fn v3_lease_timer(&self) -> Option<Instant> {
-        self.v3_waiting_key()?;
+        if self.v3_waiting_key().is_none() || self.lease.is_none() {
+            return match self.v3_keepalive {
+                Some(KeepAlive::Out(_, _, deadline)) => Some(deadline),
+                _ => None,
+            };
+        }
         let lease = self.lease?;
         Some(match self.v3_keepalive {
             Some(KeepAlive::At(at)) => at,
@@ -852,9 +860,13 @@ impl Lock {
     }
 
     pub(crate) fn v3_lease_timers(&mut self, now: Instant) {
-        let Some(due) = self.v3_lease_timer() else {
+        if self.v3_waiting_key().is_none() || self.lease.is_none() {
             // Not waiting any more: a keep-alive still out is not wanted.
             self.v3_stop_keepalive();
+            self.v3_keepalive = None;
+            return;
+        }
+        let Some(due) = self.v3_lease_timer() else {
             return;
         };
         if due > now {
