@@ -787,6 +787,7 @@ impl Lock {
                 if let Some(own) = self.v3_waiting_key() {
                     self.queue_v3_release(own);
                 }
+                self.v3_stop_keepalive();
                 self.running = None;
                 if release_abandoned {
                     self.v3_revoke(now);

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use microlock_proto::sim::etcd_v3::{EtcdVersion, SimEtcdV3, WatchId};
-use microlock_proto::{Config, Event, Lock, LostReason, Outcome, Protocol, RequestId, Streamed};
+use microlock_proto::{
+    Config, Event, Fence, Lock, LostReason, Outcome, Protocol, RequestId, Streamed,
+};
 
 /// Clients of one simulated etcd, every request answered at once, streams pumped after each.
 struct World {
@@ -89,6 +91,23 @@ impl World {
     fn completion(&mut self, c: usize) -> Option<Outcome> {
         self.locks[c].poll_completion().map(|d| d.result.unwrap())
     }
+
+    /// Client `c` locks at `now`, every request answered: its fence.
+    fn locked(&mut self, c: usize, now: Instant) -> Fence {
+        self.locks[c].lock(now);
+        self.settle(now);
+        match self.completion(c) {
+            Some(Outcome::Locked(fence)) => fence,
+            other => panic!("client {c} did not lock: {other:?}"),
+        }
+    }
+
+    /// Client 0 holds the lock and client 1 waits for it, from `now`.
+    fn holder_and_waiter(&mut self, now: Instant) {
+        self.locked(0, now);
+        self.locks[1].acquire(None, now);
+        self.settle(now);
+    }
 }
 
 /// A waiter that watches the lock's events acquires when the key ahead of its own is released
@@ -99,11 +118,7 @@ impl World {
 fn the_release_that_handed_the_lock_over_does_not_end_the_new_holders_hold() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 2);
-    w.locks[0].lock(t0);
-    w.settle(t0);
-    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
-    w.locks[1].acquire(None, t0);
-    w.settle(t0);
+    w.holder_and_waiter(t0);
     // Its events watch opens after its wait's: the DELETE reaches it after the acquire.
     w.locks[1].set_watching(true, t0);
     w.settle(t0);
@@ -153,9 +168,7 @@ fn the_release_that_handed_the_lock_over_does_not_end_the_new_holders_hold() {
 fn an_acquire_backs_off_afresh_once_etcd_answers_again() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 2);
-    w.locks[0].lock(t0);
-    w.settle(t0);
-    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    w.locked(0, t0);
     // Quorum lost: every call answers 503 at once.
     w.etcd.set_paused(true);
     let mut now = t0;
@@ -232,9 +245,7 @@ fn a_lock_asking_less_than_etcds_minimum_counts_on_the_lease_it_got() {
         .with_protocol(Protocol::V3);
     let mut w = World::new(t0, 1);
     w.locks[0] = Lock::new(config);
-    w.locks[0].lock(t0);
-    w.settle(t0);
-    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    w.locked(0, t0);
     let fence = w.locks[0].fence().expect("held");
     let valid = fence.valid_until() - t0;
     assert!(
@@ -250,11 +261,7 @@ fn a_lock_asking_less_than_etcds_minimum_counts_on_the_lease_it_got() {
 fn destroy_cancels_a_waiting_acquires_keep_alive() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 2);
-    w.locks[0].lock(t0);
-    w.settle(t0);
-    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
-    w.locks[1].acquire(None, t0);
-    w.settle(t0);
+    w.holder_and_waiter(t0);
     assert!(w.completion(1).is_none(), "waits for node-0");
     // Its lease's keep-alive goes out (TTL/3 after the grant), unanswered; the watch's
     // liveness probes are answered.
@@ -286,11 +293,7 @@ fn destroy_cancels_a_waiting_acquires_keep_alive() {
 fn a_cancelled_unlock_whose_release_may_land_late_never_resumes_that_key() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 1);
-    w.locks[0].lock(t0);
-    w.settle(t0);
-    let Some(Outcome::Locked(first)) = w.completion(0) else {
-        panic!("locked")
-    };
+    let first = w.locked(0, t0);
     let unlock = w.locks[0].unlock(t0);
     let (id, request) = w.locks[0].poll_request().expect("the release");
     assert_eq!(request.uri().path(), "/v3/kv/txn");

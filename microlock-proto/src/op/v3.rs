@@ -863,7 +863,6 @@ impl Lock {
         if self.v3_waiting_key().is_none() || self.lease.is_none() {
             // Not waiting any more: a keep-alive still out is not wanted.
             self.v3_stop_keepalive();
-            self.v3_keepalive = None;
             return;
         }
         let Some(due) = self.v3_lease_timer() else {
