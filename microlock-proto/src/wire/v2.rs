@@ -507,7 +507,8 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
     let is_object = text.trim_start().starts_with('{');
     match status {
         200..=299 => {
-            if text.trim().is_empty() {
+            // Whitespace only (ASCII: `str::trim` would also take e.g. U+000B for blank).
+            if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Reply::Empty);
             }
             if !is_object {
@@ -622,6 +623,12 @@ mod tests {
     #[test]
     fn parse_shapes() {
         assert_eq!(parse(&response(200, None, "")).unwrap(), Reply::Empty);
+        assert_eq!(parse(&response(200, None, " \r\n\t")).unwrap(), Reply::Empty);
+        // Unicode blanks are not an empty answer: a vertical tab is garbage.
+        assert!(matches!(
+            parse(&response(200, None, "\u{b}\u{b} ")),
+            Err(Error::Protocol { .. })
+        ));
         match parse(&response(
             412,
             Some("9"),
