@@ -623,7 +623,10 @@ mod tests {
     #[test]
     fn parse_shapes() {
         assert_eq!(parse(&response(200, None, "")).unwrap(), Reply::Empty);
-        assert_eq!(parse(&response(200, None, " \r\n\t")).unwrap(), Reply::Empty);
+        assert_eq!(
+            parse(&response(200, None, " \r\n\t")).unwrap(),
+            Reply::Empty
+        );
         // Unicode blanks are not an empty answer: a vertical tab is garbage.
         assert!(matches!(
             parse(&response(200, None, "\u{b}\u{b} ")),
