@@ -1,14 +1,14 @@
 //! The driver task: tokio channels, tasks and one timer around the shared
 //! [`microlock_proto::driver::Driver`].
 //!
-//! A whole request (lock, unlock, renew, a read: most of them) runs inside the driver task:
-//! the loop polls its future beside the commands and the timer, so its answer reaches the
-//! machine without a task of its own or a channel. Aborting it drops the future (and closes
-//! its connection). A [`Streamed`] request (a watch) runs on a task of its own and sends its
-//! pieces (head, each body chunk as it comes, end) on a small bounded channel shared by the
-//! streamed requests: a task waits for room before it reads on, so however slow the loop, at
-//! most [`PIECES`] chunks wait in it, and a body the machine refuses is never read further
-//! (its task is aborted).
+//! Every request runs inside the driver task: the loop polls it beside the commands and the
+//! timer, so its answer reaches the machine without a task of its own or a channel (on a
+//! hand-off, a watch's event goes straight from its connection to the machine). A whole
+//! request (lock, unlock, renew, a read: most of them) is a future of its response. A
+//! [`Streamed`] one (a watch) is polled up to its head, then chunk by chunk: each piece is read
+//! only when the loop asks for it and handed to the machine at once, so nothing of a body waits
+//! anywhere but in the machine's bounded buffer, and a body the machine refuses is never read
+//! further. Aborting a request drops it (and closes its connection).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use microlock_proto::{Error, Event, Fence, Lock, Members, Outcome, RequestId, Streamed};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::http_client::HttpClient;
+use crate::http_client::{Body, HttpClient};
 
 type Answer = Result<Response<Vec<u8>>, Failure>;
 
@@ -47,28 +46,75 @@ enum Piece {
     End(Result<(), Failure>),
 }
 
-/// How many pieces of streamed responses may wait for the loop at once (then their tasks wait
-/// before reading on).
-const PIECES: usize = 4;
+/// A streamed request up to its response's head.
+type Opening = Pin<Box<dyn Future<Output = Result<(Parts, Body), Failure>> + Send>>;
 
-/// A started request: a whole one in the loop's [`Exchanges`], or a streamed one's task.
-enum Task {
-    Inline(RequestId),
-    Spawned(AbortHandle),
+/// A streamed request in flight: waiting for its head, then reading its body.
+enum Stream {
+    Opening(Opening),
+    Body(Body),
 }
 
-/// The whole requests in flight, polled in turn by the loop (a lock has a handful at most).
+/// The requests in flight, polled by the loop (a lock has a handful at most).
 #[derive(Default)]
-struct Exchanges(Vec<(RequestId, Exchange)>);
+struct Exchanges {
+    whole: Vec<(RequestId, Exchange)>,
+    streamed: Vec<(RequestId, Stream)>,
+    /// Where the next poll of the streamed ones starts (taking turns: a body that is always
+    /// ready cannot starve the others).
+    turn: usize,
+}
+
+/// What came of a request in flight.
+enum Came {
+    /// A whole request's outcome.
+    Whole(RequestId, Answer),
+    /// A piece of a streamed one's response.
+    Piece(RequestId, Piece),
+}
 
 impl Exchanges {
-    /// The first request that has its outcome, taken out.
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<(RequestId, Answer)> {
-        for i in 0..self.0.len() {
-            if let Poll::Ready(outcome) = self.0[i].1.as_mut().poll(cx) {
-                let (id, _) = self.0.swap_remove(i);
-                return Poll::Ready((id, outcome));
+    /// What came first: a whole request's outcome (taken out), else a streamed one's piece.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Came> {
+        for i in 0..self.whole.len() {
+            if let Poll::Ready(outcome) = self.whole[i].1.as_mut().poll(cx) {
+                let (id, _) = self.whole.swap_remove(i);
+                return Poll::Ready(Came::Whole(id, outcome));
             }
+        }
+        self.poll_piece(cx)
+            .map(|(id, piece)| Came::Piece(id, piece))
+    }
+
+    /// The next piece of a streamed response that has one; a request is taken out with its
+    /// end.
+    fn poll_piece(&mut self, cx: &mut Context<'_>) -> Poll<(RequestId, Piece)> {
+        let n = self.streamed.len();
+        for k in 0..n {
+            let i = (self.turn + k) % n;
+            let (id, stream) = &mut self.streamed[i];
+            let id = *id;
+            let piece = match stream {
+                Stream::Opening(opening) => match opening.as_mut().poll(cx) {
+                    Poll::Pending => continue,
+                    Poll::Ready(Ok((head, body))) => {
+                        *stream = Stream::Body(body);
+                        Piece::Head(head)
+                    }
+                    Poll::Ready(Err(failure)) => Piece::End(Err(failure)),
+                },
+                Stream::Body(body) => match body.poll_chunk(cx) {
+                    Poll::Pending => continue,
+                    Poll::Ready(Ok(Some(data))) => Piece::Body(data),
+                    Poll::Ready(Ok(None)) => Piece::End(Ok(())),
+                    Poll::Ready(Err(failure)) => Piece::End(Err(failure)),
+                },
+            };
+            if matches!(piece, Piece::End(_)) {
+                self.streamed.swap_remove(i);
+            }
+            self.turn = i + 1;
+            return Poll::Ready((id, piece));
         }
         Poll::Pending
     }
@@ -77,32 +123,30 @@ impl Exchanges {
 struct Tokio {
     client: HttpClient,
     exchanges: Exchanges,
-    pieces: mpsc::Sender<(RequestId, Piece)>,
     shared: Shared,
     members: SharedMembers,
 }
 
 impl Runtime for Tokio {
-    type Task = Task;
+    type Task = RequestId;
     type Reply = Reply;
     type Subscriber = mpsc::UnboundedSender<Event>;
 
-    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> Task {
+    fn start(&mut self, id: RequestId, request: Request<Vec<u8>>) -> RequestId {
         let client = self.client.clone();
         if request.extensions().get::<Streamed>().is_some() {
-            let pieces = self.pieces.clone();
-            return Task::Spawned(tokio::spawn(stream(client, id, request, pieces)).abort_handle());
+            let opening = async move { client.open(request).await };
+            (self.exchanges.streamed).push((id, Stream::Opening(Box::pin(opening))));
+            return id;
         }
         let exchange = async move { client.send(request).await };
-        self.exchanges.0.push((id, Box::pin(exchange)));
-        Task::Inline(id)
+        self.exchanges.whole.push((id, Box::pin(exchange)));
+        id
     }
 
-    fn abort(&mut self, task: Task) {
-        match task {
-            Task::Inline(id) => self.exchanges.0.retain(|(i, _)| *i != id),
-            Task::Spawned(handle) => handle.abort(),
-        }
+    fn abort(&mut self, id: RequestId) {
+        self.exchanges.whole.retain(|(i, _)| *i != id);
+        self.exchanges.streamed.retain(|(i, _)| *i != id);
     }
 
     fn reply(&mut self, reply: Reply, result: Result<Outcome, Error>) {
@@ -130,36 +174,6 @@ impl Runtime for Tokio {
     }
 }
 
-/// Sends a streamed request and hands its pieces over as they come, each once the loop has
-/// room for it. Ends early if the loop is gone.
-async fn stream(
-    client: HttpClient,
-    id: RequestId,
-    request: Request<Vec<u8>>,
-    pieces: mpsc::Sender<(RequestId, Piece)>,
-) {
-    let end = match client.open(request).await {
-        Ok((head, mut body)) => {
-            if pieces.send((id, Piece::Head(head))).await.is_err() {
-                return;
-            }
-            loop {
-                match body.chunk().await {
-                    Ok(Some(data)) => {
-                        if pieces.send((id, Piece::Body(data))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(failure) => break Err(failure),
-                }
-            }
-        }
-        Err(failure) => Err(failure),
-    };
-    let _ = pieces.send((id, Piece::End(end))).await;
-}
-
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -171,11 +185,9 @@ pub(crate) async fn run(
     shared: Shared,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let (pieces, mut streamed) = mpsc::channel(PIECES);
     let mut rt = Tokio {
         client,
         exchanges: Exchanges::default(),
-        pieces,
         shared,
         members,
     };
@@ -192,6 +204,10 @@ pub(crate) async fn run(
     let mut armed = None;
     let mut flow = Flow::Continue(None);
     while let Flow::Continue(deadline) = flow {
+        // A turn of tokio's cooperative budget: a response that is always ready (a watch
+        // stream's flood of events) cannot hold the worker thread for ever (hyper's bodies do
+        // not count against the budget themselves).
+        tokio::task::consume_budget().await;
         if deadline != armed {
             armed = deadline;
             timer
@@ -204,13 +220,15 @@ pub(crate) async fn run(
                 let command = command.unwrap_or(DriverCommand::Destroy);
                 driver.command(&mut rt, command, now())
             }
-            (id, outcome) = std::future::poll_fn(|cx| rt.exchanges.poll_next(cx)) => {
-                driver.response(&mut rt, id, outcome, now())
-            }
-            Some((id, piece)) = streamed.recv() => match piece {
-                Piece::Head(head) => driver.response_head(&mut rt, id, head, now()),
-                Piece::Body(data) => driver.response_body(&mut rt, id, &data, now()),
-                Piece::End(end) => driver.response_end(&mut rt, id, end, now()),
+            came = std::future::poll_fn(|cx| rt.exchanges.poll_next(cx)) => match came {
+                Came::Whole(id, outcome) => driver.response(&mut rt, id, outcome, now()),
+                Came::Piece(id, Piece::Head(head)) => {
+                    driver.response_head(&mut rt, id, head, now())
+                }
+                Came::Piece(id, Piece::Body(data)) => {
+                    driver.response_body(&mut rt, id, &data, now())
+                }
+                Came::Piece(id, Piece::End(end)) => driver.response_end(&mut rt, id, end, now()),
             },
             () = &mut timer, if armed.is_some() => driver.timeout(&mut rt, now()),
         };

@@ -16,12 +16,14 @@
 //! aborts its task) leaves the queue; one dropped while it runs (its [`Body`] dropped before its
 //! end) closes its connection and frees its place.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use microlock_proto::driver::Failure;
@@ -138,10 +140,7 @@ impl HttpClient {
 
     /// Sends `request` and returns the response's head as soon as it has come, with its body
     /// still to read. `Err` as for [`send`](HttpClient::send).
-    pub(crate) async fn open(
-        &self,
-        request: Request<Vec<u8>>,
-    ) -> Result<(Parts, Body<'_>), Failure> {
+    pub(crate) async fn open(&self, request: Request<Vec<u8>>) -> Result<(Parts, Body), Failure> {
         let plain = (request.uri().scheme_str() == Some("http")).then(|| request.uri().clone());
         match self.exchange(request).await {
             Ok(opened) => Ok(opened),
@@ -161,7 +160,7 @@ impl HttpClient {
     /// One request up to its response's head, holding a place in the member's budget from
     /// before a connection is taken; the [`Body`] holds it on until the connection is back in
     /// the pool or closed.
-    async fn exchange(&self, request: Request<Vec<u8>>) -> Result<(Parts, Body<'_>), Failed> {
+    async fn exchange(&self, request: Request<Vec<u8>>) -> Result<(Parts, Body), Failed> {
         let long = request.extensions().get::<LongPoll>().is_some();
         let (mut parts, body) = request.into_parts();
         let https = parts.uri.scheme_str() == Some("https");
@@ -224,7 +223,7 @@ impl HttpClient {
             close,
             place: Some(place),
             member,
-            client: self,
+            client: self.clone(),
         };
         Ok((parts, body))
     }
@@ -294,35 +293,43 @@ impl HttpClient {
 /// the member's budget: read to its end, the connection goes back to the pool (unless the
 /// server said `Connection: close`); dropped before, the connection is closed (a late answer
 /// can never be read as the next request's) and the place given back.
-pub(crate) struct Body<'a> {
+pub(crate) struct Body {
     body: Incoming,
     /// Dropped before the place: a place is never free while its connection is open.
     conn: Option<Conn>,
     close: bool,
     place: Option<OwnedSemaphorePermit>,
     member: Arc<Member>,
-    client: &'a HttpClient,
+    client: HttpClient,
 }
 
-impl Body<'_> {
+impl Body {
     /// The next chunk of the body, as it comes; `None` at its end (the connection is then back
     /// in the pool, its place given back).
     pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// [`chunk`](Body::chunk), polled: what the driver's loop calls for a streamed response.
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, Failure>> {
         loop {
-            let Some(frame) = self.body.frame().await else {
+            let Some(frame) = ready!(Pin::new(&mut self.body).poll_frame(cx)) else {
                 if let Some(conn) = self.conn.take().filter(|_| !self.close) {
                     // Read to its end: the connection is at the next response's start.
                     self.member.put_idle(conn);
                 }
                 self.conn = None;
                 self.place = None;
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             };
             let frame = frame.map_err(|e| {
                 (self.client.tls_failure(&e)).unwrap_or_else(|| Failure::Lost(describe(&e)))
             })?;
             if let Ok(data) = frame.into_data() {
-                return Ok(Some(data));
+                return Poll::Ready(Ok(Some(data)));
             }
         }
     }
