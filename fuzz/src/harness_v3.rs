@@ -32,7 +32,8 @@
 //! - busy, holding or watching implies pending I/O the harness can see (an outstanding request
 //!   or a timer);
 //! - after `destroy`: every command completes `Destroyed` at once, no request but the lease's
-//!   revoke (in that step), then nothing;
+//!   revoke (in that step), then nothing; what stays outstanding is revokes only, each of its
+//!   own lease (an older lease's, sent when an unlock failed, may still be on its way);
 //! - an answer (whole, a head, a chunk, an end, a failure) to a request that is not
 //!   outstanding changes nothing and outputs nothing.
 //!
@@ -911,13 +912,21 @@ impl Harness3 {
             self.destroyed
         );
         if self.destroyed {
+            // Revokes only, each of its own lease: destroy's, and one a failed unlock sent
+            // earlier for an older lease (its key may still hold the lock), still on its way.
+            let mut revoked: Vec<i64> = (self.outstanding.values())
+                .filter_map(|o| match o.kind {
+                    Kind::Revoke(lease) => Some(lease),
+                    _ => None,
+                })
+                .collect();
+            revoked.sort_unstable();
+            revoked.dedup();
             ensure!(
                 fence.is_none()
                     && !self.lock.is_busy()
                     && !self.lock.is_watching()
-                    && (self.outstanding.is_empty()
-                        || revoking && self.outstanding.len() == 1
-                        || self.lenient),
+                    && (revoked.len() == self.outstanding.len() || self.lenient),
                 "destroyed but fence {fence:?}, busy {}, watching {}, outstanding {:?}",
                 self.lock.is_busy(),
                 self.lock.is_watching(),

@@ -155,8 +155,10 @@ pub struct Lock {
     /// v3: requests waiting for an authentication token, and those that may be sent again
     /// with a new one.
     pub(crate) tokens: crate::token::Tokens,
-    /// v3: the lease's revocation on `destroy()` (its keys go with it), until its deadline.
-    pub(crate) v3_revoking: Option<(RequestId, Instant)>,
+    /// v3: the revocations in flight, each until its deadline: a lease given up (an unlock
+    /// that failed or was cancelled: its key may still hold the lock) and the lease's on
+    /// `destroy()` (its keys go with it). One per lease; a few at most.
+    pub(crate) v3_revoking: Vec<(RequestId, Instant)>,
     /// v3: the watches in flight (their responses are streams of messages), and the message
     /// stream of each whose head said 200.
     v3_watches: std::collections::BTreeSet<RequestId>,
@@ -201,7 +203,7 @@ impl Lock {
             lease: None,
             v3_keepalive: None,
             tokens: Default::default(),
-            v3_revoking: None,
+            v3_revoking: Vec::new(),
             v3_watches: Default::default(),
             v3_streams: BTreeMap::new(),
             destroyed: false,
@@ -270,7 +272,7 @@ impl Lock {
 
     /// Whether [`destroy`](Lock::destroy) was called.
     pub fn is_destroyed(&self) -> bool {
-        self.destroyed && self.v3_revoking.is_none()
+        self.destroyed && self.v3_revoking.is_empty()
     }
 
     /// Whether a command is running or queued.
@@ -706,11 +708,10 @@ impl Lock {
         self.ticket_timers(now);
         self.v3_lease_timers(now);
         self.token_timers(now);
-        if let Some((request, deadline)) = self.v3_revoking {
-            if deadline <= now {
-                self.v3_revoking = None;
-                self.request_timed_out(request, now);
-            }
+        let (due, left) = (self.v3_revoking.iter()).partition(|(_, deadline)| *deadline <= now);
+        self.v3_revoking = left;
+        for (request, _) in due {
+            self.request_timed_out(request, now);
         }
     }
 
@@ -749,7 +750,7 @@ impl Lock {
             self.discovery.map(|(_, deadline)| deadline),
             self.ticket_timer(),
             self.v3_lease_timer(),
-            self.v3_revoking.map(|(_, deadline)| deadline),
+            self.v3_revoking.iter().map(|(_, deadline)| *deadline).min(),
             self.tokens.timer(),
         ]
         .into_iter()

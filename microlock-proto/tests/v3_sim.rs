@@ -323,3 +323,49 @@ fn a_cancelled_unlock_whose_release_may_land_late_never_resumes_that_key() {
     };
     assert!(second.token() > first.token(), "{first:?} resumed");
 }
+
+/// `destroy()` while an older lease's revoke is still on its way (sent when an unlock was
+/// cancelled) keeps both revokes: the machine is destroyed only once each is answered or timed
+/// out, and each has its timer (the `responses_v3` fuzz target found the older one forgotten:
+/// outstanding with no timer, the machine reported destroyed meanwhile).
+#[test]
+fn destroy_keeps_an_older_leases_revoke_in_flight() {
+    let t0 = Instant::now();
+    let mut w = World::new(t0, 1);
+    w.locked(0, t0);
+    let unlock = w.locks[0].unlock(t0);
+    let (id, release) = w.locks[0].poll_request().expect("the release");
+    // etcd applies it; its answer is lost.
+    let _ = w.etcd.handle(&release, t0);
+    w.locks[0].handle_transport_error(id, "connection reset", t0);
+    w.locks[0].cancel(unlock, t0);
+    assert!(matches!(
+        w.locks[0].poll_completion().map(|d| d.result),
+        Some(Err(microlock_proto::Error::Cancelled))
+    ));
+    let (older, revoke) = w.locks[0].poll_request().expect("the first lease's revoke");
+    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+    // Unanswered while the lock is taken again, under a new lease.
+    w.locks[0].lock(t0);
+    w.settle(t0);
+    assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
+    let t1 = t0 + Duration::from_millis(10);
+    w.locks[0].destroy(t1);
+    let (newer, revoke) = w.locks[0]
+        .poll_request()
+        .expect("the second lease's revoke");
+    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+    assert!(!w.locks[0].is_destroyed(), "two revokes out");
+    assert!(w.locks[0].poll_timeout().is_some(), "their deadlines");
+    let response = w.etcd.handle(&revoke, t1);
+    w.locks[0].handle_response(newer, response, t1);
+    assert!(!w.locks[0].is_destroyed(), "the older revoke is still out");
+    // The older one times out: then the machine is done, with nothing left to wait for.
+    let deadline = w.locks[0]
+        .poll_timeout()
+        .expect("the older revoke's deadline");
+    w.locks[0].handle_timeout(deadline);
+    assert_eq!(w.locks[0].poll_cancel(), Some(older));
+    assert!(w.locks[0].is_destroyed());
+    assert_eq!(w.locks[0].poll_timeout(), None);
+}

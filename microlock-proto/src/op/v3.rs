@@ -816,8 +816,8 @@ impl Lock {
             self.on_v3_lease_kept(response, now);
         } else if self.watch.request() == Some(id) || self.watch.probe() == Some(id) {
             self.on_v3_events_reply(id, response, now);
-        } else if self.v3_revoking.is_some_and(|(r, _)| r == id) {
-            self.v3_revoking = None; // revoked, or it expires by itself
+        } else if self.v3_revoking.iter().any(|(r, _)| *r == id) {
+            self.v3_revoking.retain(|(r, _)| *r != id); // revoked, or it expires by itself
         }
     }
 
@@ -837,7 +837,7 @@ impl Lock {
             return;
         };
         let request = self.send(self.pick(now), |e, _| wire::revoke(e, lease.id));
-        self.v3_revoking = Some((request, now + self.config.request_timeout()));
+        (self.v3_revoking).push((request, now + self.config.request_timeout()));
     }
 
     /// When the waiting acquire's lease is next kept alive (or its keep-alive times out).
