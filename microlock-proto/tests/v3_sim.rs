@@ -102,6 +102,36 @@ impl World {
         }
     }
 
+    /// Client `c`, holding, unlocks at `now`; its release's answer is lost (etcd applied it if
+    /// `applied`), and the unlock is cancelled while it waits to send the release again: it
+    /// completes `Cancelled` and gives up its lease. The lease's revoke, not yet answered.
+    fn unlock_cancelled(
+        &mut self,
+        c: usize,
+        applied: bool,
+        now: Instant,
+    ) -> (RequestId, http::Request<Vec<u8>>) {
+        let unlock = self.locks[c].unlock(now);
+        let (id, release) = self.locks[c].poll_request().expect("the release");
+        assert_eq!(release.uri().path(), "/v3/kv/txn");
+        if applied {
+            let _ = self.etcd.handle(&release, now);
+        }
+        self.locks[c].handle_transport_error(id, "connection reset", now);
+        assert!(
+            self.locks[c].poll_request().is_none(),
+            "sent again after a pause"
+        );
+        self.locks[c].cancel(unlock, now);
+        assert!(matches!(
+            self.locks[c].poll_completion().map(|d| d.result),
+            Some(Err(microlock_proto::Error::Cancelled))
+        ));
+        let (id, revoke) = self.locks[c].poll_request().expect("the lease's revoke");
+        assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+        (id, revoke)
+    }
+
     /// Client 0 holds the lock and client 1 waits for it, from `now`.
     fn holder_and_waiter(&mut self, now: Instant) {
         self.locked(0, now);
@@ -294,21 +324,7 @@ fn a_cancelled_unlock_whose_release_may_land_late_never_resumes_that_key() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 1);
     let first = w.locked(0, t0);
-    let unlock = w.locks[0].unlock(t0);
-    let (id, request) = w.locks[0].poll_request().expect("the release");
-    assert_eq!(request.uri().path(), "/v3/kv/txn");
-    w.locks[0].handle_transport_error(id, "connection reset", t0);
-    assert!(
-        w.locks[0].poll_request().is_none(),
-        "sent again after a pause"
-    );
-    w.locks[0].cancel(unlock, t0);
-    assert!(matches!(
-        w.locks[0].poll_completion().map(|d| d.result),
-        Some(Err(microlock_proto::Error::Cancelled))
-    ));
-    let (id, revoke) = w.locks[0].poll_request().expect("the lease's revoke");
-    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
+    let (id, revoke) = w.unlock_cancelled(0, false, t0);
     let t1 = t0 + Duration::from_millis(10);
     let response = w.etcd.handle(&revoke, t1);
     w.locks[0].handle_response(id, response, t1);
@@ -333,19 +349,9 @@ fn destroy_keeps_an_older_leases_revoke_in_flight() {
     let t0 = Instant::now();
     let mut w = World::new(t0, 1);
     w.locked(0, t0);
-    let unlock = w.locks[0].unlock(t0);
-    let (id, release) = w.locks[0].poll_request().expect("the release");
-    // etcd applies it; its answer is lost.
-    let _ = w.etcd.handle(&release, t0);
-    w.locks[0].handle_transport_error(id, "connection reset", t0);
-    w.locks[0].cancel(unlock, t0);
-    assert!(matches!(
-        w.locks[0].poll_completion().map(|d| d.result),
-        Some(Err(microlock_proto::Error::Cancelled))
-    ));
-    let (older, revoke) = w.locks[0].poll_request().expect("the first lease's revoke");
-    assert_eq!(revoke.uri().path(), "/v3/lease/revoke");
-    // Unanswered while the lock is taken again, under a new lease.
+    // etcd applies the release (so the key is gone); the first lease's revoke stays out,
+    // unanswered while the lock is taken again, under a new lease.
+    let (older, _) = w.unlock_cancelled(0, true, t0);
     w.locks[0].lock(t0);
     w.settle(t0);
     assert!(matches!(w.completion(0), Some(Outcome::Locked(_))));
