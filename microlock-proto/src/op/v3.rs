@@ -837,7 +837,8 @@ impl Lock {
             return;
         };
         let request = self.send(self.pick(now), |e, _| wire::revoke(e, lease.id));
-        (self.v3_revoking).push((request, now + self.config.request_timeout()));
+        self.v3_revoking
+            .push((request, now + self.config.request_timeout()));
     }
 
     /// When the waiting acquire's lease is next kept alive (or its keep-alive times out).
@@ -845,13 +846,12 @@ impl Lock {
     /// cancelled), so it is never left outstanding without a timer (the `responses_v3` fuzz
     /// target: after a cancelled acquire).
     pub(crate) fn v3_lease_timer(&self) -> Option<Instant> {
-        if self.v3_waiting_key().is_none() || self.lease.is_none() {
+        let Some(lease) = self.kept_alive_lease() else {
             return match self.v3_keepalive {
                 Some(KeepAlive::Out(_, _, deadline)) => Some(deadline),
                 _ => None,
             };
-        }
-        let lease = self.lease?;
+        };
         Some(match self.v3_keepalive {
             Some(KeepAlive::At(at)) => at,
             Some(KeepAlive::Out(_, _, deadline)) => deadline,
@@ -859,8 +859,13 @@ impl Lock {
         })
     }
 
+    /// The lease a waiting acquire keeps alive: only while it waits, and has one.
+    fn kept_alive_lease(&self) -> Option<Lease> {
+        self.v3_waiting_key().and(self.lease)
+    }
+
     pub(crate) fn v3_lease_timers(&mut self, now: Instant) {
-        if self.v3_waiting_key().is_none() || self.lease.is_none() {
+        if self.kept_alive_lease().is_none() {
             // Not waiting any more: a keep-alive still out is not wanted.
             self.v3_stop_keepalive();
             return;
