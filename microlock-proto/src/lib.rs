@@ -65,7 +65,7 @@ pub use settings::{Builder, FromSettings, Settings};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 pub use tls::TlsFailure;
-pub use wire::{LongPoll, Streamed, MAX_RESPONSE_BYTES};
+pub use wire::{LongPoll, Streamed, MAX_RESPONSE_BYTES, RESPONSE_HEADERS};
 
 /// Re-exported so users build and read requests with the same `http` version.
 pub use http;

@@ -11,6 +11,18 @@ pub(crate) mod v3;
 pub(crate) use v2::*;
 pub use v2::{LongPoll, MAX_RESPONSE_BYTES};
 
+/// The response headers the machine reads, in lower case: of an answer, only these, its status
+/// and its body matter. An adapter whose HTTP library has header types of its own may copy just
+/// these into the [`http::Response`] it hands over (microlock-async-std does); the machine
+/// ignores every other.
+///
+/// ```
+/// # use microlock_proto::RESPONSE_HEADERS;
+/// // etcd v2's index of the store at the answer (the v3 gateway's answers carry it in JSON).
+/// assert_eq!(RESPONSE_HEADERS, ["x-etcd-index"]);
+/// ```
+pub const RESPONSE_HEADERS: &[&str] = &[v2::ETCD_INDEX];
+
 /// Marks a request whose response should be delivered in pieces as they arrive, in its
 /// [`http::Extensions`]: the head as soon as it has come, then each body chunk as it comes,
 /// then the end, through [`Lock::handle_response_head`](crate::Lock::handle_response_head),

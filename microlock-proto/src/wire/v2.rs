@@ -15,6 +15,9 @@ use crate::{AuthFailure, Error};
 /// hands over what it read; anything larger is a [`Error::Protocol`] error.
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// The header of etcd's index at the answer (listed in [`RESPONSE_HEADERS`](super::RESPONSE_HEADERS)).
+pub(crate) const ETCD_INDEX: &str = "x-etcd-index";
+
 /// The media type etcd requires for form bodies (without it etcd ignores the body).
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -485,7 +488,7 @@ pub(crate) fn parse(response: &Response<Vec<u8>>) -> Result<Reply, Error> {
             reason: format!("response body larger than {MAX_RESPONSE_BYTES} bytes"),
         });
     }
-    let etcd_index = match response.headers().get("x-etcd-index") {
+    let etcd_index = match response.headers().get(ETCD_INDEX) {
         None => None,
         Some(v) => Some(
             v.to_str()
