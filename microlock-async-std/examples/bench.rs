@@ -6,7 +6,10 @@
 //! microlock-async-std --example async_std_bench -- [ETCD_URL] [CYCLES] [ROUNDS]`. The caller
 //! is in `async_std::task::block_on`, as a program's `main` would be. The two clients take turns
 //! cycle by cycle, so that etcd's own drift (compaction, fsync latency) and the machine's load
-//! hit both alike; the figure per client is the median of its rounds' mean cycle time.
+//! hit both alike; the figure per client is the median of its rounds' mean cycle time. Beside
+//! it, the client's CPU per cycle: the process's CPU time (every thread: the caller's and the
+//! runtime's) over that client's cycles, median of the rounds — what the client costs the
+//! application, without etcd's time, and much less noisy than the cycle time.
 //!
 //! `--json FILE` (anywhere in the arguments) also writes the figures there, for `make bench`'s
 //! report (`microlock-tokio/examples/report.rs`).
@@ -22,6 +25,18 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 
 fn main() -> Result<()> {
     async_std::task::block_on(bench())
+}
+
+/// The CPU time this process has run, all its threads.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The median of `rounds`.
+fn median(mut rounds: Vec<Duration>) -> Duration {
+    rounds.sort();
+    rounds[rounds.len() / 2]
 }
 
 /// One request on the kept-alive stream, its body read to the end.
@@ -73,29 +88,36 @@ async fn bench() -> Result<()> {
         lock.unlock().await?;
         bare_cycle().await?;
     }
+    // Per round: [ours, bare] cycle time and CPU.
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut cpu_ours, mut cpu_theirs) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let (mut t_ours, mut t_bare) = (Duration::ZERO, Duration::ZERO);
+        let (mut c_ours, mut c_bare) = (Duration::ZERO, Duration::ZERO);
         for cycle in 0..cycles {
             let order = (round + cycle as usize) % 2 == 0;
             for ours_now in [order, !order] {
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), process_cpu());
                 if ours_now {
                     lock.lock().await?;
                     lock.unlock().await?;
                     t_ours += t.elapsed();
+                    c_ours += process_cpu().saturating_sub(cpu);
                 } else {
                     bare_cycle().await?;
                     t_bare += t.elapsed();
+                    c_bare += process_cpu().saturating_sub(cpu);
                 }
             }
         }
         ours.push(t_ours / cycles);
         theirs.push(t_bare / cycles);
+        cpu_ours.push(c_ours / cycles);
+        cpu_theirs.push(c_bare / cycles);
     }
-    ours.sort();
-    theirs.sort();
-    let (m_ours, m_bare) = (ours[rounds / 2], theirs[rounds / 2]);
+    let (all_ours, all_theirs) = (ours.clone(), theirs.clone());
+    let (m_ours, m_bare) = (median(ours), median(theirs));
+    let (cpu_ours, cpu_bare) = (median(cpu_ours), median(cpu_theirs));
     let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
     println!("lock+unlock cycle, median of {rounds} rounds x {cycles} cycles:");
     println!(
@@ -107,6 +129,11 @@ async fn bench() -> Result<()> {
         m_bare.as_secs_f64() * 1e6
     );
     println!("  ratio               : {ratio:.3}");
+    println!(
+        "  client CPU per cycle: microlock-async-std {:.1} µs, bare async-h1 {:.1} µs",
+        cpu_ours.as_secs_f64() * 1e6,
+        cpu_bare.as_secs_f64() * 1e6
+    );
     if let Some(path) = json {
         // Written by hand: this crate has no JSON library, and these are plain numbers.
         let us = |rounds: &[Duration]| {
@@ -121,11 +148,14 @@ async fn bench() -> Result<()> {
              \"transport\": \"http\",\n  \"floor\": \"bare async-h1\",\n  \
              \"cycles\": {cycles},\n  \"rounds\": {rounds},\n  \
              \"microlock_us\": {:.3},\n  \"floor_us\": {:.3},\n  \"ratio\": {ratio:.5},\n  \
+             \"microlock_cpu_us\": {:.3},\n  \"floor_cpu_us\": {:.3},\n  \
              \"rounds_microlock_us\": {},\n  \"rounds_floor_us\": {}\n}}\n",
             m_ours.as_secs_f64() * 1e6,
             m_bare.as_secs_f64() * 1e6,
-            us(&ours),
-            us(&theirs),
+            cpu_ours.as_secs_f64() * 1e6,
+            cpu_bare.as_secs_f64() * 1e6,
+            us(&all_ours),
+            us(&all_theirs),
         );
         std::fs::write(path, report)?;
     }

@@ -281,11 +281,14 @@ fn uncontended(md: &mut String, run: &Value) {
          bodies and headers, `microlock-tokio/examples/floor/v3.rs`). The clients alternate, \
          round by round (tokio: microlock and bare hyper, v2 and v3, each protocol's pair back \
          to back, the order changing every round) or cycle by cycle (async-std); each figure \
-         is the median of the rounds' mean cycle time. **client CPU** (tokio): the CPU time \
-         the benchmark's one thread spent per cycle (`/proc/thread-self/schedstat`; the \
-         runtime is single-threaded, so the client's work, hyper's connection tasks and \
-         microlock's driver are all in it), median of the rounds: what the client costs the \
-         application, without etcd's time and much less noisy than the cycle time.\n"
+         is the median of the rounds' mean cycle time. **client CPU**: the CPU time the \
+         client spent per cycle, median of the rounds: what the client costs the application, \
+         without etcd's time and much less noisy than the cycle time. tokio: the benchmark's \
+         one thread (`/proc/thread-self/schedstat`; the runtime is single-threaded, so the \
+         client's work, hyper's connection tasks and microlock's driver are all in it); \
+         async-std: the process's CPU clock, every thread, read around each cycle. \
+         Alternating cycle by cycle leaves each client's code and data colder in the CPU's \
+         caches than a run of its own would: both pay for it, the one with more code more.\n"
     );
     let _ = writeln!(
         md,
