@@ -875,6 +875,50 @@ mod tests {
         );
     }
 
+    #[async_std::test]
+    async fn an_idle_connection_is_asked_whether_it_was_closed_only_after_a_pause() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed, silent) = (
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        );
+        let (closing, _) = listener.accept().unwrap();
+        let (_open, _) = listener.accept().unwrap();
+        // The server closes the first: wait until its end has come.
+        drop(closing);
+        assert_eq!(closed.peek(&mut [0]).await.unwrap(), 0);
+        let member = Member {
+            requests: Arc::new(Budget::new(1)),
+            watches: Arc::new(Budget::new(1)),
+            idle: Mutex::default(),
+        };
+        let back = |conn: &TcpStream, idle_for: Duration| {
+            let since = Instant::now().checked_sub(idle_for).unwrap();
+            member
+                .idle
+                .lock()
+                .unwrap()
+                .push((Conn::Plain(conn.clone()), since));
+        };
+        // Back just now: taken as it is, unasked.
+        back(&closed, Duration::ZERO);
+        assert!(member.take_idle().is_some());
+        // Idle for longer: asked, and dropped, since it reads as closed.
+        back(&closed, PROBE_AFTER);
+        assert!(member.take_idle().is_none());
+        // A silent one idle as long is taken, past one that is not.
+        back(&silent, PROBE_AFTER);
+        back(&closed, PROBE_AFTER);
+        let port = |conn: &TcpStream| conn.local_addr().unwrap().port();
+        let taken = member.take_idle();
+        assert!(matches!(&taken, Some(Conn::Plain(c)) if port(c) == port(&silent)));
+        assert!(member.idle.lock().unwrap().is_empty());
+        // Past the idle timeout: closed, asked or not.
+        back(&silent, IDLE_TIMEOUT);
+        assert!(member.take_idle().is_none());
+    }
+
     fn client(url: &str) -> HttpClient {
         HttpClient::new(&Settings::new(vec![Endpoint::parse(url).unwrap()]).unwrap())
     }
