@@ -976,6 +976,15 @@ fn snippet(body: &[u8]) -> String {
     s
 }
 
+/// Whether `body` is within the bound, UTF-8, and opens a JSON object: what [`object`]
+/// checks before it parses (serde would read an array as a struct, and skip invalid UTF-8 in
+/// fields it ignores).
+fn is_object_text(body: &[u8]) -> bool {
+    body.len() <= MAX_RESPONSE_BYTES
+        && std::str::from_utf8(body).is_ok()
+        && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// The body as a JSON object, or why not.
 fn object(body: &[u8]) -> Result<Map<String, Value>, String> {
     if body.len() > MAX_RESPONSE_BYTES {
@@ -1041,6 +1050,14 @@ fn unary<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Failure> {
     let status = response.status().as_u16();
     let body = response.body();
+    if (200..=299).contains(&status) && is_object_text(body) {
+        // The common case, read straight into `T` (through a `Value` it costs twice as
+        // much). Whatever this does not read (a field twice, say) takes the way below, which
+        // reads it as before and says exactly what is wrong.
+        if let Ok(answer) = serde_json::from_slice(body) {
+            return Ok(answer);
+        }
+    }
     let map = object(body).map_err(|why| {
         Failure::Protocol(format!(
             "HTTP {status} to {what} with a body {why}: {}",
