@@ -47,7 +47,7 @@ use microlock_proto::{
 };
 use surf::http::headers::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
-/// surf over a keep-alive pool of HTTP/1.1 connections. Cheap to clone.
+/// A keep-alive pool of HTTP/1.1 connections, responses read by async-h1. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient(Arc<Inner>);
 
