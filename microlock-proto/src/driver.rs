@@ -78,6 +78,42 @@ pub enum Failure {
     Tls(crate::TlsFailure, String),
 }
 
+/// Where a request goes, read from its URI: what a connection pool keys its connections by
+/// and connects to. `host` is an IPv6 literal without its brackets (as a socket address and a
+/// certificate name want it); `port` is the URI's, else the scheme's default.
+///
+/// ```
+/// use microlock_proto::driver::Origin;
+/// let uri = "https://[::1]/v3/kv/txn".parse().unwrap();
+/// assert_eq!(Origin::of(&uri), Some(Origin { https: true, host: "::1", port: 443 }));
+/// let uri = "http://etcd-1:2379/v2/keys/k".parse().unwrap();
+/// assert_eq!(Origin::of(&uri), Some(Origin { https: false, host: "etcd-1", port: 2379 }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// `https://`: TLS, the server's certificate verified for `host`.
+    pub https: bool,
+    /// The name or address to connect to.
+    pub host: &'a str,
+    /// The port to connect to.
+    pub port: u16,
+}
+
+impl<'a> Origin<'a> {
+    /// `uri`'s origin; `None` if it has no host (the machine never builds such a request).
+    pub fn of(uri: &'a http::Uri) -> Option<Origin<'a>> {
+        let authority = uri.authority()?;
+        let https = uri.scheme_str() == Some("https");
+        Some(Origin {
+            https,
+            host: (authority.host())
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+            port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+}
+
 /// What an adapter's runtime does for the driver.
 pub trait Runtime {
     /// A handle on a started request, to abort it.

@@ -26,10 +26,10 @@ use http_body_util::Full;
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use microlock_proto::driver::Failure;
+use microlock_proto::driver::{Failure, Origin};
 use microlock_proto::http::header::{CONNECTION, HOST};
 use microlock_proto::http::response::Parts;
-use microlock_proto::http::uri::{Authority, PathAndQuery};
+use microlock_proto::http::uri::PathAndQuery;
 use microlock_proto::http::{HeaderValue, Request, Response, Uri};
 use microlock_proto::{tls, LongPoll, Settings, TlsConfig, TlsFailure, MAX_RESPONSE_BYTES};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -72,7 +72,8 @@ impl std::fmt::Debug for Inner {
 /// One member's budgets and idle connections.
 struct Member {
     https: bool,
-    authority: Authority,
+    host: String,
+    port: u16,
     requests: Arc<Semaphore>,
     watches: Arc<Semaphore>,
     /// Connections whose last response was read to its end, newest last.
@@ -84,7 +85,8 @@ impl std::fmt::Debug for Member {
         let idle = self.idle.lock().map_or(0, |idle| idle.len());
         f.debug_struct("Member")
             .field("https", &self.https)
-            .field("authority", &self.authority)
+            .field("host", &self.host)
+            .field("port", &self.port)
             .field("idle", &idle)
             .finish_non_exhaustive()
     }
@@ -163,12 +165,12 @@ impl HttpClient {
     async fn exchange(&self, request: Request<Vec<u8>>) -> Result<(Parts, Body), Failed> {
         let long = request.extensions().get::<LongPoll>().is_some();
         let (mut parts, body) = request.into_parts();
-        let https = parts.uri.scheme_str() == Some("https");
-        let Some(authority) = parts.uri.authority().cloned() else {
-            let reason = format!("no host in {}", parts.uri);
+        let uri = parts.uri.clone();
+        let (Some(origin), Some(authority)) = (Origin::of(&uri), uri.authority()) else {
+            let reason = format!("no host in {uri}");
             return Err(Failed::Failure(Failure::Connect(reason)));
         };
-        let member = self.member(https, &authority);
+        let member = self.member(origin);
         let budget = if long {
             &member.watches
         } else {
@@ -190,7 +192,7 @@ impl HttpClient {
                 Some(conn) => (conn, true),
                 // Boxed: a TLS handshake's state is large, and every request waiting in the
                 // queue would carry room for it.
-                None => (Box::pin(self.connect(https, &authority)).await?, false),
+                None => (Box::pin(self.connect(origin)).await?, false),
             };
             // The server may have closed it meanwhile.
             if reused && conn.ready().await.is_err() {
@@ -228,17 +230,16 @@ impl HttpClient {
         Ok((parts, body))
     }
 
-    /// The member at `https` and `authority`, met now or before.
-    fn member(&self, https: bool, authority: &Authority) -> Arc<Member> {
+    /// The member at `origin`, met now or before.
+    fn member(&self, origin: Origin<'_>) -> Arc<Member> {
         let mut members = (self.0.members.lock()).unwrap_or_else(PoisonError::into_inner);
-        if let Some(member) =
-            (members.iter()).find(|m| m.https == https && m.authority == *authority)
-        {
+        if let Some(member) = (members.iter()).find(|m| m.origin() == origin) {
             return member.clone();
         }
         let member = Arc::new(Member {
-            https,
-            authority: authority.clone(),
+            https: origin.https,
+            host: origin.host.to_owned(),
+            port: origin.port,
             requests: Arc::new(Semaphore::new(self.0.max_requests)),
             watches: Arc::new(Semaphore::new(self.0.max_watches)),
             idle: Mutex::default(),
@@ -249,14 +250,9 @@ impl HttpClient {
 
     /// A new connection: TCP, then a TLS handshake for `https://`. Any failure here means the
     /// request never left this process.
-    async fn connect(&self, https: bool, authority: &Authority) -> Result<Conn, Failed> {
+    async fn connect(&self, origin: Origin<'_>) -> Result<Conn, Failed> {
         let connect = |e: &dyn std::error::Error| Failed::Failure(Failure::Connect(describe(e)));
-        // An IPv6 literal comes bracketed in the URL, not in a socket address or certificate.
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let Origin { https, host, port } = origin;
         let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| connect(&e))?;
@@ -336,6 +332,15 @@ impl Body {
 }
 
 impl Member {
+    /// Where its connections go.
+    fn origin(&self) -> Origin<'_> {
+        Origin {
+            https: self.https,
+            host: &self.host,
+            port: self.port,
+        }
+    }
+
     /// The newest idle connection still open; closes those open too long.
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
