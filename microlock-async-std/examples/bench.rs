@@ -34,9 +34,10 @@ fn process_cpu() -> Duration {
 }
 
 /// The median of `rounds`.
-fn median(mut rounds: Vec<Duration>) -> Duration {
-    rounds.sort();
-    rounds[rounds.len() / 2]
+fn median(rounds: &[Duration]) -> Duration {
+    let mut sorted = rounds.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
 }
 
 /// One request on the kept-alive stream, its body read to the end.
@@ -115,9 +116,8 @@ async fn bench() -> Result<()> {
         cpu_ours.push(c_ours / cycles);
         cpu_theirs.push(c_bare / cycles);
     }
-    let (all_ours, all_theirs) = (ours.clone(), theirs.clone());
-    let (m_ours, m_bare) = (median(ours), median(theirs));
-    let (cpu_ours, cpu_bare) = (median(cpu_ours), median(cpu_theirs));
+    let (m_ours, m_bare) = (median(&ours), median(&theirs));
+    let (cpu_ours, cpu_bare) = (median(&cpu_ours), median(&cpu_theirs));
     let ratio = m_ours.as_secs_f64() / m_bare.as_secs_f64();
     println!("lock+unlock cycle, median of {rounds} rounds x {cycles} cycles:");
     println!(
@@ -154,8 +154,8 @@ async fn bench() -> Result<()> {
             m_bare.as_secs_f64() * 1e6,
             cpu_ours.as_secs_f64() * 1e6,
             cpu_bare.as_secs_f64() * 1e6,
-            us(&all_ours),
-            us(&all_theirs),
+            us(&ours),
+            us(&theirs),
         );
         std::fs::write(path, report)?;
     }

@@ -37,7 +37,7 @@ use futures_core::Stream;
 use futures_rustls::client::TlsStream;
 use futures_rustls::rustls::pki_types::ServerName;
 use futures_rustls::TlsConnector;
-use microlock_proto::driver::Failure;
+use microlock_proto::driver::{Failure, Origin};
 use microlock_proto::http::header::{self, HOST};
 use microlock_proto::http::response::Parts;
 use microlock_proto::http::uri::Authority;
@@ -88,9 +88,10 @@ impl HttpClient {
             Ok(exchanged) => exchanged,
             Err(e) => return Err(Box::pin(self.failure(e, plain)).await),
         };
-        let (mut head, ()) = Response::new(()).into_parts();
-        copy_head(&response, &mut head)?;
-        Ok(Response::from_parts(head, body.unwrap_or_default()))
+        Ok(Response::from_parts(
+            head_of(&response)?,
+            body.unwrap_or_default(),
+        ))
     }
 
     /// Sends `request` and hands its response over in pieces as they come: the head, each
@@ -110,9 +111,7 @@ impl HttpClient {
             Ok((response, _)) => response,
             Err(e) => return Err(Box::pin(self.failure(e, plain)).await),
         };
-        let (mut head, ()) = Response::new(()).into_parts();
-        copy_head(&response, &mut head)?;
-        Ok((head, response.take_body()))
+        Ok((head_of(&response)?, response.take_body()))
     }
 
     /// What a failed exchange failed of (`plain`: the URI of a plain `http://` request, whose
@@ -141,8 +140,9 @@ impl HttpClient {
     }
 }
 
-/// `response`'s status, and the headers the machine reads ([`RESPONSE_HEADERS`]), into `head`.
-fn copy_head(response: &surf::http::Response, head: &mut Parts) -> Result<(), Failure> {
+/// `response`'s status, and the headers the machine reads ([`RESPONSE_HEADERS`]).
+fn head_of(response: &surf::http::Response) -> Result<Parts, Failure> {
+    let (mut head, ()) = Response::new(()).into_parts();
     head.status =
         StatusCode::from_u16(response.status().into()).map_err(|e| Failure::Lost(e.to_string()))?;
     for &name in RESPONSE_HEADERS {
@@ -153,7 +153,7 @@ fn copy_head(response: &surf::http::Response, head: &mut Parts) -> Result<(), Fa
             }
         }
     }
-    Ok(())
+    Ok(head)
 }
 
 /// A piece of a streamed response.
@@ -317,7 +317,7 @@ fn describe(error: surf::Error) -> String {
 /// out) or a body past the bound closes it, so a late answer can never be read as the next
 /// request's. (surf's own `h1-client` pool puts such a connection back.)
 struct Pool {
-    members: Mutex<Vec<(Origin, Arc<Member>)>>,
+    members: Mutex<Vec<(Key, Arc<Member>)>>,
     /// Places per member for short requests and for long polls.
     max_requests: usize,
     max_watches: usize,
@@ -336,8 +336,8 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// `(is https, host, port)`.
-type Origin = (bool, String, u16);
+/// A member's [`Origin`], kept: `(https, host, port)`.
+type Key = (bool, String, u16);
 
 /// An idle connection unused for this long is closed rather than reused (hyper's own pool's
 /// default: under the idle timeouts of common servers and proxies, so a request rarely meets a
@@ -367,16 +367,14 @@ impl Pool {
         request: Request<Vec<u8>>,
     ) -> surf::Result<(surf::http::Response, Option<Vec<u8>>)> {
         let uri = request.uri();
-        let https = uri.scheme_str() == Some("https");
-        let Some(authority) = uri.authority() else {
+        let (Some(origin), Some(authority)) = (Origin::of(uri), uri.authority()) else {
             let e = io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}"));
             return Err(surf::Error::new(
                 surf::StatusCode::BadRequest,
                 ConnectFailed(e),
             ));
         };
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let member = self.member(https, authority.host(), port);
+        let member = self.member(origin);
         let budget = match request.extensions().get::<LongPoll>() {
             Some(_) => &member.watches,
             None => &member.requests,
@@ -387,11 +385,9 @@ impl Pool {
         let (mut stream, fresh) = match member.take_idle() {
             Some(stream) => (stream, false),
             None => {
-                let stream = Box::pin(self.connect(https, authority.host(), port))
-                    .await
-                    .map_err(|e| {
-                        surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
-                    })?;
+                let stream = Box::pin(self.connect(origin)).await.map_err(|e| {
+                    surf::Error::new(surf::StatusCode::ServiceUnavailable, ConnectFailed(e))
+                })?;
                 (stream, true)
             }
         };
@@ -431,20 +427,22 @@ impl Pool {
             .read_to_end(&mut bytes)
             .await?;
         if reusable && bytes.len() <= MAX_RESPONSE_BYTES {
-            // Read to its end: the connection is at the next response's start.
-            let mut idle = (member.idle.lock()).unwrap_or_else(PoisonError::into_inner);
-            idle.push((stream, Instant::now()));
+            member.put_idle(stream);
         }
         drop(place);
         Ok((response, Some(bytes)))
     }
 
-    /// The member at `https`, `host` and `port`, met now or before.
-    fn member(&self, https: bool, host: &str, port: u16) -> Arc<Member> {
+    /// The member at `origin`, met now or before.
+    fn member(&self, origin: Origin<'_>) -> Arc<Member> {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, member)) =
-            (members.iter()).find(|(o, _)| o.0 == https && o.1 == host && o.2 == port)
-        {
+        if let Some((_, member)) = (members.iter()).find(|((https, host, port), _)| {
+            Origin {
+                https: *https,
+                host,
+                port: *port,
+            } == origin
+        }) {
             return member.clone();
         }
         let member = Arc::new(Member {
@@ -452,15 +450,17 @@ impl Pool {
             watches: Arc::new(Budget::new(self.max_watches)),
             idle: Mutex::default(),
         });
-        members.push(((https, host.to_owned(), port), member.clone()));
+        members.push((
+            (origin.https, origin.host.to_owned(), origin.port),
+            member.clone(),
+        ));
         member
     }
 
-    /// A new connection to `host` and `port`: TCP, then a TLS handshake for `https://`. Any
-    /// failure here means the request never left this process.
-    async fn connect(&self, https: bool, host: &str, port: u16) -> io::Result<Conn> {
-        // An IPv6 literal comes bracketed in a URI, not in an address or a certificate.
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+    /// A new connection to `origin`: TCP, then a TLS handshake for `https://`. Any failure
+    /// here means the request never left this process.
+    async fn connect(&self, origin: Origin<'_>) -> io::Result<Conn> {
+        let Origin { https, host, port } = origin;
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         if !https {
@@ -495,9 +495,7 @@ impl Streaming {
     /// The body's end was read.
     fn finish(&mut self) {
         if let Some(stream) = self.stream.take().filter(|_| self.reusable) {
-            // Read to its end: the connection is at the next response's start.
-            let mut idle = (self.member.idle.lock()).unwrap_or_else(PoisonError::into_inner);
-            idle.push((stream, Instant::now()));
+            self.member.put_idle(stream);
         }
         self.stream = None;
         self.place = None;
@@ -557,6 +555,13 @@ impl Member {
             }
         }
         None
+    }
+
+    /// Back in the pool: a connection whose response was read to its end (it is at the next
+    /// response's start).
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.push((conn, Instant::now()));
     }
 }
 
