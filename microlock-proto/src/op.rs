@@ -544,8 +544,12 @@ impl Lock {
                     self.again(Kind::Renew, failure, now)
                 }
                 Verdict::Unknown(failure) => {
-                    if let Some(running) = self.running.as_mut() {
-                        running.lost_write = true;
+                    // A failed comparison is an answer: that write did not happen. Anything
+                    // else may have happened, unseen, and may still be applied later.
+                    if !matches!(failure, Error::LockNotOwned { .. }) {
+                        if let Some(running) = self.running.as_mut() {
+                            running.lost_write = true;
+                        }
                     }
                     if matches!(kind, Kind::Lock | Kind::Acquire { .. }) {
                         // This create may have happened: remember it until something settles it.
@@ -1033,9 +1037,16 @@ impl Lock {
                 },
                 failure,
             ),
-            (Kind::Unlock { .. }, _) if matches!(failure, Error::LockNotOwned { .. }) => {
+            // Not ours, and no DELETE of ours can have removed it: the hold had gone.
+            (Kind::Unlock { .. }, _)
+                if matches!(failure, Error::LockNotOwned { .. })
+                    && !self.running.as_ref().is_some_and(|r| r.lost_write) =>
+            {
                 Verdict::Done(Err(failure))
             }
+            // Gone or another node's, after a DELETE of ours whose answer was lost: that DELETE
+            // (applied late, e.g. by a member that hung with it) released the key, perhaps to
+            // a node that took it at once (found by the chaos run). Released.
             (Kind::Unlock { .. }, _) => Verdict::Done(Ok(Outcome::Unlocked)),
             // Still our hold, at the index the read saw. Whether a refresh of ours moved it
             // cannot be told, so no lease is credited from the read: the refresh is sent again,

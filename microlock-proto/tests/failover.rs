@@ -548,3 +548,63 @@ fn an_unlock_whose_lost_delete_went_through_is_a_release() {
         Ok(Outcome::Unlocked)
     ));
 }
+
+/// The same, but another node took the key between the late DELETE and ours: the second
+/// DELETE fails its comparison and the read finds the other node's hold. Our first DELETE is
+/// what released the key (our hold was valid until then): released, not "not owned" (found
+/// by the chaos run: a paused leader applied the first DELETE, and a waiter took the key at
+/// once).
+#[test]
+fn an_unlock_whose_lost_delete_went_through_before_a_new_holder_is_a_release() {
+    let t = Instant::now();
+    let mut lock = locked(t);
+    lock.unlock(t);
+    let (_, delete) = one(&mut lock);
+    assert_eq!(delete.method(), "DELETE");
+    let now = lock.poll_timeout().unwrap();
+    lock.handle_timeout(now);
+    let (read, r) = one(&mut lock);
+    assert_eq!(query(&r), "quorum=true");
+    lock.handle_response(read, present("n", 7, 7), now);
+    let (again, r) = one(&mut lock);
+    assert_eq!(
+        (r.method().as_str(), query(&r)),
+        ("DELETE", "prevValue=n&prevIndex=7")
+    );
+    lock.handle_response(again, compare_failed(10), now);
+    let (read, r) = one(&mut lock);
+    assert_eq!(query(&r), "quorum=true");
+    lock.handle_response(read, present("other", 10, 10), now);
+    let done = lock.poll_completion().unwrap();
+    assert_eq!(done.result, Ok(Outcome::Unlocked), "{done:?}");
+}
+
+/// Without a lost DELETE, a DELETE that fails its comparison because another node holds the
+/// key is the truth: the hold was no longer ours.
+#[test]
+fn an_unlock_that_finds_another_holder_without_a_lost_delete_is_not_owned() {
+    let t = Instant::now();
+    let mut lock = locked(t);
+    lock.unlock(t);
+    let (id, delete) = one(&mut lock);
+    assert_eq!(delete.method(), "DELETE");
+    lock.handle_response(id, compare_failed(10), t);
+    let (read, r) = one(&mut lock);
+    assert_eq!(query(&r), "quorum=true");
+    lock.handle_response(read, present("other", 10, 10), t);
+    let done = lock.poll_completion().unwrap();
+    assert!(
+        matches!(done.result, Err(Error::LockNotOwned { .. })),
+        "{done:?}"
+    );
+}
+
+fn compare_failed(index: u64) -> Response<Vec<u8>> {
+    json(
+        412,
+        index,
+        &format!(
+            r#"{{"errorCode":101,"message":"Compare failed","cause":"[n != other]","index":{index}}}"#
+        ),
+    )
+}
