@@ -58,7 +58,9 @@
 //! - (g) watch liveness: no waiter stays asleep past the liveness bound while quorum holds
 //!   (below);
 //! - (h) fair waiting: when a waiter's acquire completes, no queue entry older than its own is
-//!   left (served in queue order, unless one ahead left or expired — then its entry is gone).
+//!   left (served in queue order, unless one ahead left or expired — then its entry is gone);
+//! - (i) truthful release: an unlock that completes while the hold it released was still valid
+//!   (by the client's clock) never answers `LockNotOwned`: nobody else can have taken it.
 //!
 //! (e) — same seed, same trace — is checked by running twice and comparing
 //! [`Report::trace_hash`]; the trace never shows an [`Instant`] (times are offsets from the
@@ -151,8 +153,14 @@ const QUEUE: &str = "sim/_microlock/queue/lock";
 enum Doing {
     Idle,
     Acquiring,
-    Holding { token: u64, writes_left: u32 },
-    Releasing,
+    Holding {
+        token: u64,
+        writes_left: u32,
+    },
+    /// Releasing a hold valid until then (the client's clock), if it was still valid.
+    Releasing {
+        valid_until: Option<Instant>,
+    },
 }
 
 /// How a client uses the lock.

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::sim::cluster::MemberState;
-use crate::{Completion, Config, Outcome, Protocol, RequestId};
+use crate::{Completion, Config, Error, Outcome, Protocol, RequestId};
 
 impl World {
     pub(super) fn setup(&mut self, seed: u64) {
@@ -632,8 +632,10 @@ impl World {
                     self.fenced_write(client, token);
                 }
                 if writes_left == 0 {
+                    let lock = &self.clients[client].lock;
+                    let valid_until = lock.fence().map(|f| f.valid_until()).filter(|&v| now < v);
                     self.clients[client].lock.unlock(now);
-                    self.clients[client].doing = Doing::Releasing;
+                    self.clients[client].doing = Doing::Releasing { valid_until };
                     self.trace(format!("c{client} unlocks"));
                 } else {
                     if self.clients[client].style == Style::TryLocker {
@@ -653,7 +655,7 @@ impl World {
                     );
                 }
             }
-            Doing::Acquiring | Doing::Releasing => {}
+            Doing::Acquiring | Doing::Releasing { .. } => {}
         }
         self.drain(client);
     }
@@ -724,7 +726,22 @@ impl World {
                 };
                 next_act(self, 0, 100);
             }
-            (Doing::Acquiring, Err(_)) | (Doing::Releasing, _) => {
+            (Doing::Releasing { valid_until }, result) => {
+                let now = self.local(client, self.now);
+                if matches!(result, Err(Error::LockNotOwned { .. }))
+                    && valid_until.is_some_and(|v| now < v)
+                {
+                    self.violation(
+                        'i',
+                        format!(
+                            "c{client}'s unlock answered LockNotOwned while its hold was valid"
+                        ),
+                    );
+                }
+                self.clients[client].doing = Doing::Idle;
+                next_act(self, 10, 1000);
+            }
+            (Doing::Acquiring, Err(_)) => {
                 self.clients[client].doing = Doing::Idle;
                 next_act(self, 10, 1000);
             }
