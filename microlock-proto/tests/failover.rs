@@ -520,42 +520,10 @@ fn a_garbled_member_list_changes_nothing() {
     assert_eq!(lock.members().len(), 3);
 }
 
-/// An unlock whose DELETE hung on a member (and was applied there later) finds the key gone
-/// when it sends the DELETE again: released, not "not owned" (found by the chaos run).
-#[test]
-fn an_unlock_whose_lost_delete_went_through_is_a_release() {
-    let t = Instant::now();
-    let mut lock = Lock::new(config());
-    lock.lock(t);
-    let (id, _) = one(&mut lock);
-    lock.handle_response(id, created(7), t);
-    assert!(lock.poll_completion().unwrap().result.is_ok());
-    lock.unlock(t);
-    let (_, delete) = one(&mut lock);
-    assert_eq!(delete.method(), "DELETE");
-    // No answer: settled by a read elsewhere, which still finds the key ours...
-    let now = lock.poll_timeout().unwrap();
-    lock.handle_timeout(now);
-    let (read, r) = one(&mut lock);
-    assert_eq!(query(&r), "quorum=true");
-    lock.handle_response(read, present("n", 7, 7), now);
-    // ...so the DELETE goes again; meanwhile the first one was applied: the key is gone.
-    let (again, r) = one(&mut lock);
-    assert_eq!(r.method(), "DELETE");
-    lock.handle_response(again, absent(9), now);
-    assert!(matches!(
-        lock.poll_completion().unwrap().result,
-        Ok(Outcome::Unlocked)
-    ));
-}
-
-/// The same, but another node took the key between the late DELETE and ours: the second
-/// DELETE fails its comparison and the read finds the other node's hold. Our first DELETE is
-/// what released the key (our hold was valid until then): released, not "not owned" (found
-/// by the chaos run: a paused leader applied the first DELETE, and a waiter took the key at
-/// once).
-#[test]
-fn an_unlock_whose_lost_delete_went_through_before_a_new_holder_is_a_release() {
+/// A held lock's unlock whose DELETE hangs on its member (which may apply it later): settled by
+/// a read elsewhere that still finds the key ours, so the DELETE goes again, pinned to the
+/// hold. Returns the lock, the second DELETE's id, and the time.
+fn unlock_sent_again() -> (Lock, RequestId, Instant) {
     let t = Instant::now();
     let mut lock = locked(t);
     lock.unlock(t);
@@ -571,6 +539,27 @@ fn an_unlock_whose_lost_delete_went_through_before_a_new_holder_is_a_release() {
         (r.method().as_str(), query(&r)),
         ("DELETE", "prevValue=n&prevIndex=7")
     );
+    (lock, again, now)
+}
+
+/// The first DELETE was applied meanwhile: the second finds the key gone. Released, not "not
+/// owned" (found by the chaos run).
+#[test]
+fn an_unlock_whose_lost_delete_went_through_is_a_release() {
+    let (mut lock, again, now) = unlock_sent_again();
+    lock.handle_response(again, absent(9), now);
+    let done = lock.poll_completion().unwrap();
+    assert_eq!(done.result, Ok(Outcome::Unlocked), "{done:?}");
+}
+
+/// The same, but another node took the key between the late DELETE and ours: the second
+/// DELETE fails its comparison and the read finds the other node's hold. Our first DELETE is
+/// what released the key (our hold was valid until then): released, not "not owned" (found
+/// by the chaos run: a paused leader applied the first DELETE, and a waiter took the key at
+/// once).
+#[test]
+fn an_unlock_whose_lost_delete_went_through_before_a_new_holder_is_a_release() {
+    let (mut lock, again, now) = unlock_sent_again();
     lock.handle_response(again, compare_failed(10), now);
     let (read, r) = one(&mut lock);
     assert_eq!(query(&r), "quorum=true");
