@@ -57,7 +57,7 @@ const CHECKERS: &[(char, &str)] = &[
         "no waiter asleep past the liveness bound while quorum holds",
     ),
     ('h', "fair waiting: served in queue order"),
-    ('i', "a release of a valid hold is never LockNotOwned"),
+    ('i', "truthful answers about a valid hold"),
 ];
 
 #[test]

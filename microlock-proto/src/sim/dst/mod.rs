@@ -59,8 +59,9 @@
 //!   (below);
 //! - (h) fair waiting: when a waiter's acquire completes, no queue entry older than its own is
 //!   left (served in queue order, unless one ahead left or expired — then its entry is gone);
-//! - (i) truthful release: an unlock that completes while the hold it released was still valid
-//!   (by the client's clock) never answers `LockNotOwned`: nobody else can have taken it.
+//! - (i) truthful answers about a valid hold: nobody else can have taken a hold still valid by
+//!   its client's clock, so an unlock that completes then never answers `LockNotOwned`, and
+//!   such a hold is never reported lost as `NotOwned` or `Superseded`.
 //!
 //! (e) — same seed, same trace — is checked by running twice and comparing
 //! [`Report::trace_hash`]; the trace never shows an [`Instant`] (times are offsets from the
@@ -211,6 +212,8 @@ struct Client {
     /// Checker (h): the store's index when its current acquire started (an entry of its
     /// made later may be its ticket, before it knows).
     acquire_index: u64,
+    /// Checker (i): until when its hold was valid, as last seen (its clock), if it held one.
+    valid_until: Option<Instant>,
 }
 
 /// Checker (g)'s bookkeeping for one client.

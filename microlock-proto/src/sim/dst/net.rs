@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::sim::cluster::{Delivery, NoteKind};
-use crate::Event;
+use crate::{Event, LostReason};
 
 impl World {
     /// Sends the cluster's answers on their way, schedules its next wake-up, traces quorum and
@@ -167,7 +167,15 @@ impl World {
         }
         while let Some(event) = self.clients[client].lock.poll_event() {
             self.trace(format!("c{client} event {event:?}"));
-            if let Event::Lost { .. } = event {
+            if let Event::Lost { token, reason } = event {
+                let now = self.local(client, self.now);
+                let valid = self.clients[client].valid_until.is_some_and(|v| now < v);
+                if valid && matches!(reason, LostReason::NotOwned | LostReason::Superseded) {
+                    self.violation(
+                        'i',
+                        format!("c{client} lost token {token} ({reason:?}) while it was valid"),
+                    );
+                }
                 if matches!(self.clients[client].doing, Doing::Holding { .. }) {
                     self.clients[client].doing = Doing::Idle;
                     let next = self.now
@@ -182,6 +190,8 @@ impl World {
                 }
             }
         }
+        let fence = self.clients[client].lock.fence();
+        self.clients[client].valid_until = fence.map(|f| f.valid_until());
         // Re-arm the machine's timer.
         self.clients[client].timer_generation += 1;
         if let Some(at) = self.clients[client].lock.poll_timeout() {

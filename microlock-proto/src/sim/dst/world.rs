@@ -69,6 +69,7 @@ impl World {
                 wrote: Duration::ZERO,
                 hindered: Duration::ZERO,
                 g: Obligation::default(),
+                valid_until: None,
             });
             let start = self.rand_dur(Duration::ZERO, Duration::from_millis(500));
             self.at(
@@ -586,6 +587,7 @@ impl World {
         c.out.clear();
         c.timer_generation += 1;
         c.waiting_since = None;
+        c.valid_until = None;
         c.hindered = c.hindered.max(now);
         let later = self.now + Duration::from_millis(200);
         self.at(
