@@ -114,6 +114,9 @@ pub(crate) struct Running {
     /// Whether a write of this command may have happened unseen (its answer was lost): then
     /// "the key exists" may be our own write's doing, and a read tells.
     lost_write: bool,
+    /// The latest failure that left a write of this command unsettled (an answer lost, a 5xx):
+    /// what it reports if it gives up with the key still ours (see [`Lock::unfinished`]).
+    unanswered: Option<Error>,
     /// When the command started, and (acquire) when it last saw the key released.
     started: Instant,
     released_at: Option<Instant>,
@@ -283,6 +286,7 @@ impl Lock {
                 refused: 0,
                 retries: 0,
                 lost_write: false,
+                unanswered: None,
                 started: now,
                 released_at: None,
                 pin: None,
@@ -541,14 +545,22 @@ impl Lock {
                 Verdict::Unknown(failure)
                     if kind == Kind::Renew && !matches!(failure, Error::LockNotOwned { .. }) =>
                 {
+                    if let Some(running) = self.running.as_mut() {
+                        running.unanswered = Some(failure.clone());
+                    }
                     self.again(Kind::Renew, failure, now)
                 }
                 Verdict::Unknown(failure) => {
                     // A failed comparison is an answer: that write did not happen. Anything
                     // else may have happened, unseen, and may still be applied later.
-                    if !matches!(failure, Error::LockNotOwned { .. }) {
+                    let refused = matches!(
+                        failure,
+                        Error::LockNotOwned { .. } | Error::AlreadyLocked { .. }
+                    );
+                    if !refused {
                         if let Some(running) = self.running.as_mut() {
                             running.lost_write = true;
+                            running.unanswered = Some(failure.clone());
                         }
                     }
                     if matches!(kind, Kind::Lock | Kind::Acquire { .. }) {
@@ -605,9 +617,14 @@ impl Lock {
                     }
                     match kind {
                         Kind::Acquire { .. } => self.retry_acquire(now),
-                        // An unlock's look-up read, or a renew's, failed: that failure is the
-                        // answer (never "not owned" for want of an answer).
+                        // An unlock's look-up read, or a renew's, failed, or the read that was
+                        // to tell whose key failed a comparison: that failure is the answer
+                        // (never "not owned" for want of an answer).
                         LOOKUP | Kind::Renew => {
+                            let error = self.read_error(&reply);
+                            self.finish(Err(error), now)
+                        }
+                        _ if matches!(failure, Error::LockNotOwned { .. }) => {
                             let error = self.read_error(&reply);
                             self.finish(Err(error), now)
                         }
@@ -673,7 +690,31 @@ impl Lock {
             running.kind = kind;
         }
         if !self.go_on(Then::Write, now) {
-            self.finish(Err(failure), now);
+            let error = self.unfinished(failure);
+            self.finish(Err(error), now);
+        }
+    }
+
+    /// An unlock that finds the key gone, or another node's: whether a DELETE of ours may be
+    /// what removed it (one whose answer was lost, applied late by a member that hung with
+    /// it). Else the key was taken away (it expired, or someone deleted it): not owned.
+    fn removed_by_us(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| r.lost_write)
+    }
+
+    /// What a command that runs out of attempts or budget reports. A `LockNotOwned` or
+    /// `AlreadyLocked` carried this far only said that a comparison failed, and the read after
+    /// it found otherwise (the key still ours, at an index that a write of ours whose answer was
+    /// lost had moved; or no key at all): the truth is that the command could not be completed,
+    /// for the failure that left that write unsettled, which it reports. (With no such failure,
+    /// nothing of ours moved the key: the comparison's answer stands.)
+    fn unfinished(&self, failure: Error) -> Error {
+        match (failure, self.running.as_ref()) {
+            (
+                failure @ (Error::LockNotOwned { .. } | Error::AlreadyLocked { .. }),
+                Some(running),
+            ) => running.unanswered.clone().unwrap_or(failure),
+            (failure, _) => failure,
         }
     }
 
@@ -888,8 +929,7 @@ impl Lock {
             // with it, then applied it) may be what removed it: released (found by the chaos
             // run: an unlock straddling a paused leader answered "not owned").
             (Kind::Unlock { .. }, Reply::Error { error, .. })
-                if error.code == code::KEY_NOT_FOUND
-                    && self.running.as_ref().is_some_and(|r| r.lost_write) =>
+                if error.code == code::KEY_NOT_FOUND && self.removed_by_us() =>
             {
                 Verdict::Done(Ok(Outcome::Unlocked))
             }
@@ -1037,10 +1077,9 @@ impl Lock {
                 },
                 failure,
             ),
-            // Not ours, and no DELETE of ours can have removed it: the hold had gone.
+            // Not ours, and no DELETE of ours can have removed it: the key was taken away.
             (Kind::Unlock { .. }, _)
-                if matches!(failure, Error::LockNotOwned { .. })
-                    && !self.running.as_ref().is_some_and(|r| r.lost_write) =>
+                if matches!(failure, Error::LockNotOwned { .. }) && !self.removed_by_us() =>
             {
                 Verdict::Done(Err(failure))
             }
@@ -1243,8 +1282,10 @@ impl Lock {
         };
         running.failures += 1;
         if running.failures > 3 {
+            // Ours each time, at an index that kept moving: not completed.
             let key = self.config.key().as_str().to_owned();
-            return self.finish(Err(Error::LockNotOwned { key }), now);
+            let error = self.unfinished(Error::LockNotOwned { key });
+            return self.finish(Err(error), now);
         }
         running.kind = kind;
         self.write(now);

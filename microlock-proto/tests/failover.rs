@@ -569,7 +569,7 @@ fn an_unlock_whose_lost_delete_went_through_before_a_new_holder_is_a_release() {
 }
 
 /// Without a lost DELETE, a DELETE that fails its comparison because another node holds the
-/// key is the truth: the hold was no longer ours.
+/// key is the truth: the key was taken away (it expired, or someone deleted it).
 #[test]
 fn an_unlock_that_finds_another_holder_without_a_lost_delete_is_not_owned() {
     let t = Instant::now();
@@ -596,4 +596,57 @@ fn compare_failed(index: u64) -> Response<Vec<u8>> {
             r#"{{"errorCode":101,"message":"Compare failed","cause":"[n != other]","index":{index}}}"#
         ),
     )
+}
+
+/// A renew whose refreshes keep losing their answers (each applied, moving the key's index, so
+/// the next attempt's comparison fails and a read finds the key still ours at a newer index)
+/// runs out of attempts on a one-member cluster. It must not say "not owned": the key is ours,
+/// the renew could not be completed (found by the `races` fuzz target with checker (i)).
+#[test]
+fn a_renew_out_of_attempts_with_the_key_still_ours_is_not_lock_not_owned() {
+    let t = Instant::now();
+    let mut lock = Lock::new(Config::new("k", "n", Duration::from_secs(30)).unwrap());
+    lock.lock(t);
+    let (id, _) = one(&mut lock);
+    lock.handle_response(id, created(7), t);
+    assert!(lock.poll_completion().unwrap().result.is_ok());
+    lock.renew(t);
+    let (mut now, mut modified, mut puts, mut gets) = (t, 7, 0, 0);
+    let done = loop {
+        if let Some(done) = lock.poll_completion() {
+            break done;
+        }
+        match lock.poll_request() {
+            Some((id, r)) if r.method() == "GET" => {
+                gets += 1;
+                // The second settling read's answer is lost too (as in the fuzzer's world).
+                if gets != 2 {
+                    lock.handle_response(id, present("n", 7, modified), now);
+                }
+            }
+            Some((id, r)) => {
+                assert_eq!(r.method(), "PUT");
+                puts += 1;
+                modified += 2;
+                // Every other refresh is applied but its answer is lost; the next one finds
+                // the index it moved.
+                if puts % 2 == 0 {
+                    lock.handle_response(id, compare_failed(modified), now);
+                }
+            }
+            None => {
+                now = lock.poll_timeout().expect("a timer while the renew runs");
+                lock.handle_timeout(now);
+            }
+        }
+        assert!(puts < 100, "the renew never ends");
+    };
+    assert!(
+        now < lock.fence().unwrap().valid_until(),
+        "still within the hold"
+    );
+    assert!(
+        matches!(done.result, Err(Error::Timeout { .. })),
+        "{puts} refreshes: {done:?}"
+    );
 }
