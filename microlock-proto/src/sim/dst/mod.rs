@@ -60,8 +60,10 @@
 //! - (h) fair waiting: when a waiter's acquire completes, no queue entry older than its own is
 //!   left (served in queue order, unless one ahead left or expired — then its entry is gone);
 //! - (i) truthful answers about a valid hold: nobody else can have taken a hold still valid by
-//!   its client's clock, so an unlock that completes then never answers `LockNotOwned`, and
-//!   such a hold is never reported lost as `NotOwned` or `Superseded`.
+//!   its client's clock, so no command (an unlock, a renew) that completes then answers
+//!   `LockNotOwned`, and such a hold is never reported lost as `NotOwned` or `Superseded`
+//!   (an unlock whose write the network duplicated is not judged: a copy that went first
+//!   removed the key, as a deletion by someone else would, and the machine cannot tell which).
 //!
 //! (e) — same seed, same trace — is checked by running twice and comparing
 //! [`Report::trace_hash`]; the trace never shows an [`Instant`] (times are offsets from the
@@ -128,7 +130,7 @@ use http::{Request, Response};
 use crate::rng::Rng;
 use crate::sim::cluster::{ClusterConfig, SimCluster};
 use crate::sim::logs::Logs;
-use crate::{Endpoint, Lock};
+use crate::{Endpoint, Lock, OpId};
 
 mod checkers;
 mod dialect;
@@ -158,9 +160,13 @@ enum Doing {
         token: u64,
         writes_left: u32,
     },
-    /// Releasing a hold valid until then (the client's clock), if it was still valid.
+    /// Releasing (the unlock `op`) a hold valid until then (the client's clock), if it was
+    /// still valid; `copied`: the network sent a write of the release twice (a copy that goes
+    /// first removes the key, and the machine cannot know: checker (i) does not judge it).
     Releasing {
+        op: OpId,
         valid_until: Option<Instant>,
+        copied: bool,
     },
 }
 

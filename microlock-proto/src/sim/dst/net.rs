@@ -244,6 +244,11 @@ impl World {
         let duplicate = faulty && self.chance(self.p.duplication);
         let at = self.now + self.latency();
         if duplicate {
+            if request.method() != http::Method::GET {
+                if let Doing::Releasing { copied, .. } = &mut self.clients[client].doing {
+                    *copied = true;
+                }
+            }
             self.next_global += 1;
             let dup_global = self.next_global;
             let copy = clone_request(&request);

@@ -636,8 +636,12 @@ impl World {
                 if writes_left == 0 {
                     let lock = &self.clients[client].lock;
                     let valid_until = lock.fence().map(|f| f.valid_until()).filter(|&v| now < v);
-                    self.clients[client].lock.unlock(now);
-                    self.clients[client].doing = Doing::Releasing { valid_until };
+                    let op = self.clients[client].lock.unlock(now);
+                    self.clients[client].doing = Doing::Releasing {
+                        op,
+                        valid_until,
+                        copied: false,
+                    };
                     self.trace(format!("c{client} unlocks"));
                 } else {
                     if self.clients[client].style == Style::TryLocker {
@@ -699,6 +703,27 @@ impl World {
         if self.clients[client].doing == Doing::Acquiring {
             self.clients[client].waiting_since = None;
         }
+        // (i) A hold still valid (the one an unlock released, else the one held) is ours.
+        if matches!(done.result, Err(Error::LockNotOwned { .. })) {
+            let held = match self.clients[client].doing {
+                Doing::Releasing {
+                    op,
+                    valid_until,
+                    copied,
+                } if op == done.op => valid_until.filter(|_| !copied),
+                _ => self.clients[client].valid_until,
+            };
+            let now = self.local(client, self.now);
+            if held.is_some_and(|v| now < v) {
+                self.violation(
+                    'i',
+                    format!(
+                        "c{client}'s {:?} answered LockNotOwned while its hold was valid",
+                        done.op
+                    ),
+                );
+            }
+        }
         match (self.clients[client].doing, done.result) {
             (Doing::Acquiring, Ok(Outcome::Acquired(fence) | Outcome::Locked(fence))) => {
                 let token = fence.token();
@@ -728,18 +753,8 @@ impl World {
                 };
                 next_act(self, 0, 100);
             }
-            (Doing::Releasing { valid_until }, result) => {
-                let now = self.local(client, self.now);
-                if matches!(result, Err(Error::LockNotOwned { .. }))
-                    && valid_until.is_some_and(|v| now < v)
-                {
-                    self.violation(
-                        'i',
-                        format!(
-                            "c{client}'s unlock answered LockNotOwned while its hold was valid"
-                        ),
-                    );
-                }
+            // The unlock's answer (a renew's, before it, changes nothing).
+            (Doing::Releasing { op, .. }, _) if op == done.op => {
                 self.clients[client].doing = Doing::Idle;
                 next_act(self, 10, 1000);
             }
