@@ -191,19 +191,27 @@ fn wrong_names_roots_and_schemes_fail_without_an_answer() {
     assert_eq!(stage, TlsStage::Handshake);
     assert!(error.contains("UnknownIssuer"), "{error}");
 
-    // TLS to the plain port: etcd closes the connection without a byte (no HTTP 400).
+    // TLS to the plain port: etcd closes the connection without a byte (no HTTP 400). The
+    // client sees the end of the stream, or a reset when etcd closed with part of the
+    // ClientHello still unread (the kernel then answers with RST): which one is timing (seen
+    // on CI: `io ConnectionReset`).
     let plain_port = format!("https://127.0.0.1:{}", server.client_port());
     let (stage, protocol, error) = tls_fails(&plain_port, &pki.client_identity());
-    assert_eq!(
-        (stage, protocol, error.as_str()),
-        (TlsStage::Handshake, None, "io UnexpectedEof")
+    assert_eq!((stage, protocol), (TlsStage::Handshake, None), "{error}");
+    assert!(
+        ["io UnexpectedEof", "io ConnectionReset"].contains(&error.as_str()),
+        "{error}"
     );
     // Plain HTTP to the https port: closed without a byte too (no "Client sent an HTTP request
-    // to an HTTPS server." answer).
+    // to an HTTPS server." answer); the same timing decides between the end and a reset.
     let e = etcd::try_raw_request(&format!("http://127.0.0.1:{port}"), "GET", "/version", None)
         .expect_err("no HTTP answer on the https port");
-    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
-    assert_eq!(e.to_string(), "connection closed before status");
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            assert_eq!(e.to_string(), "connection closed before status")
+        }
+        kind => assert_eq!(kind, std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
 }
 
 #[test]
