@@ -111,12 +111,11 @@ pub(crate) struct Running {
     /// Attempts made again after a failure: the first goes at once (to another member), later
     /// ones after a doubling pause, so that failing members are never hammered.
     retries: u32,
-    /// Whether a write of this command may have happened unseen (its answer was lost): then
-    /// "the key exists" may be our own write's doing, and a read tells.
-    lost_write: bool,
-    /// The latest failure that left a write of this command unsettled (an answer lost, a 5xx):
-    /// what it reports if it gives up with the key still ours (see [`Lock::unfinished`]).
-    unanswered: Option<Error>,
+    /// Whether a write of this command may have happened unseen, with the latest failure that
+    /// left one unsettled (an answer lost, a 5xx): then "the key exists" may be our own write's
+    /// doing, and a read tells; and that failure is what the command reports if it gives up
+    /// with the key still ours (see [`Lock::unfinished`]).
+    lost_write: Option<Error>,
     /// When the command started, and (acquire) when it last saw the key released.
     started: Instant,
     released_at: Option<Instant>,
@@ -285,8 +284,7 @@ impl Lock {
                 budget_end: now + self.config.operation_timeout(),
                 refused: 0,
                 retries: 0,
-                lost_write: false,
-                unanswered: None,
+                lost_write: None,
                 started: now,
                 released_at: None,
                 pin: None,
@@ -546,7 +544,7 @@ impl Lock {
                     if kind == Kind::Renew && !matches!(failure, Error::LockNotOwned { .. }) =>
                 {
                     if let Some(running) = self.running.as_mut() {
-                        running.unanswered = Some(failure.clone());
+                        running.lost_write = Some(failure.clone());
                     }
                     self.again(Kind::Renew, failure, now)
                 }
@@ -559,8 +557,7 @@ impl Lock {
                     );
                     if !refused {
                         if let Some(running) = self.running.as_mut() {
-                            running.lost_write = true;
-                            running.unanswered = Some(failure.clone());
+                            running.lost_write = Some(failure.clone());
                         }
                     }
                     if matches!(kind, Kind::Lock | Kind::Acquire { .. }) {
@@ -620,11 +617,10 @@ impl Lock {
                         // An unlock's look-up read, or a renew's, failed, or the read that was
                         // to tell whose key failed a comparison: that failure is the answer
                         // (never "not owned" for want of an answer).
-                        LOOKUP | Kind::Renew => {
-                            let error = self.read_error(&reply);
-                            self.finish(Err(error), now)
-                        }
-                        _ if matches!(failure, Error::LockNotOwned { .. }) => {
+                        _ if kind == LOOKUP
+                            || kind == Kind::Renew
+                            || matches!(failure, Error::LockNotOwned { .. }) =>
+                        {
                             let error = self.read_error(&reply);
                             self.finish(Err(error), now)
                         }
@@ -699,7 +695,9 @@ impl Lock {
     /// what removed it (one whose answer was lost, applied late by a member that hung with
     /// it). Else the key was taken away (it expired, or someone deleted it): not owned.
     fn removed_by_us(&self) -> bool {
-        self.running.as_ref().is_some_and(|r| r.lost_write)
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.lost_write.is_some())
     }
 
     /// What a command that runs out of attempts or budget reports. A `LockNotOwned` or
@@ -713,7 +711,7 @@ impl Lock {
             (
                 failure @ (Error::LockNotOwned { .. } | Error::AlreadyLocked { .. }),
                 Some(running),
-            ) => running.unanswered.clone().unwrap_or(failure),
+            ) => running.lost_write.clone().unwrap_or(failure),
             (failure, _) => failure,
         }
     }
@@ -882,7 +880,11 @@ impl Lock {
                 },
             ) if error.code == code::NODE_EXIST => {
                 let index = error.index.or(etcd_index).unwrap_or(0);
-                if self.running.as_ref().is_some_and(|r| r.lost_write) {
+                if self
+                    .running
+                    .as_ref()
+                    .is_some_and(|r| r.lost_write.is_some())
+                {
                     // An earlier attempt of ours whose answer was lost may have made this key.
                     return Verdict::Unknown(Error::AlreadyLocked {
                         key: self.owned_key(),

@@ -454,7 +454,10 @@ impl Lock {
                 Ok(_) => {
                     // Not there with the hold's revision: released by an attempt of ours whose
                     // answer was lost, or gone with the lease.
-                    let lost = self.running.as_ref().is_some_and(|r| r.lost_write);
+                    let lost = self
+                        .running
+                        .as_ref()
+                        .is_some_and(|r| r.lost_write.is_some());
                     let key = self.config.key().as_str().to_owned();
                     let _ = token;
                     let result = if lost {
@@ -744,7 +747,7 @@ impl Lock {
             Failed::Retry(error) => {
                 if sent {
                     if let Some(running) = self.running.as_mut() {
-                        running.lost_write = true;
+                        running.lost_write = Some(error.clone());
                     }
                 }
                 if self.go_on(Then::V3(next), now) {
